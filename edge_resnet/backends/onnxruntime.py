@@ -1,0 +1,127 @@
+"""ONNX Runtime backend: the reference CPU backend that runs everywhere (and CUDA where present).
+
+Device side: Python 3.8, no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edge_resnet.backends.base import BackendInfo, InferenceOutput
+from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
+
+__all__ = ["OnnxRuntimeBackend", "onnx_precision"]
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
+        raise DependencyError(
+            "onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu)") from exc
+    return onnxruntime
+
+
+def onnx_precision(input_types: Sequence[str], op_types: Sequence[str]) -> str:
+    """Name the precision of a graph from its input element types and operator types."""
+    if "QuantizeLinear" in op_types or "DequantizeLinear" in op_types:
+        return "int8"
+    if any("float16" in t for t in input_types):
+        return "fp16"
+    return "fp32"
+
+
+class OnnxRuntimeBackend:
+    """Runs an exported (or calibrated) edge-resnet ONNX with ONNX Runtime.
+
+    ``threads`` sets intra-op threads (0 lets ONNX Runtime choose). ``spec`` overrides the spec
+    read from the model's metadata, for ONNX files exported elsewhere.
+    """
+
+    def __init__(self, model_path: "str | Path", threads: int = 0,
+                 providers: Optional[List[str]] = None, spec: Optional[ModelSpec] = None,
+                 **unused: Any) -> None:
+        if unused:
+            raise InputError(f"onnxruntime backend got unknown options: {sorted(unused)}")
+        if threads < 0:
+            raise InputError(f"threads must be >= 0, got {threads}")
+        ort = _import_ort()
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.spec = spec if spec is not None else ModelSpec.from_metadata(meta)
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: expected one input, found {[i.name for i in inputs]}")
+        self._input = inputs[0]
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        if self.spec.output_name not in self._output_names:
+            raise ModelError(
+                f"{path}: output {self.spec.output_name!r} not in graph outputs {self._output_names}")
+        self._input_dtype = np.float16 if "float16" in self._input.type else (
+            np.uint8 if "uint8" in self._input.type else np.float32)
+        self.info = BackendInfo(
+            name="onnxruntime", model_path=str(path),
+            precision=meta.get("edge_resnet.precision", "").strip('"') or self._guess_precision(path),
+            device=",".join(self._session.get_providers()),
+            details={"threads": threads, "input_type": self._input.type,
+                     "onnxruntime": ort.__version__})
+        self._closed = False
+
+    def _guess_precision(self, path: Path) -> str:
+        try:
+            import onnx
+            model = onnx.load(str(path), load_external_data=False)
+            ops = sorted({n.op_type for n in model.graph.node})
+        except Exception:  # precision is informative only; the graph already loaded in ORT
+            ops = []
+        return onnx_precision([self._input.type], ops)
+
+    @property
+    def input_dtype(self) -> "np.dtype[Any]":
+        return np.dtype(self._input_dtype)
+
+    def infer(self, batch: np.ndarray) -> InferenceOutput:
+        if self._closed:
+            raise BackendError("backend is closed")
+        if batch.ndim != 4:
+            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
+        if batch.dtype != self._input_dtype:
+            if self._input_dtype == np.uint8:
+                raise InputError(
+                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
+                    f"got {batch.dtype}")
+            batch = batch.astype(self._input_dtype)
+        try:
+            outputs = self._session.run(self._output_names, {self._input.name: batch})
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime inference failed: {exc}") from exc
+        by_name: Dict[str, np.ndarray] = dict(zip(self._output_names, outputs))
+        logits = by_name[self.spec.output_name].astype(np.float32, copy=False)
+        features = by_name.get(self.spec.features_name or "")
+        if features is not None:
+            features = features.astype(np.float32, copy=False)
+        return InferenceOutput(logits=logits, features=features)
+
+    def close(self) -> None:
+        self._closed = True
+        self._session = None
+
+    def __enter__(self) -> "OnnxRuntimeBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

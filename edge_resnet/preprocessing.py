@@ -1,0 +1,100 @@
+"""The one preprocessing definition used by finetune, export checks, calibration, eval and runtime.
+
+Numerics follow torchvision's PIL path exactly: ``Resize(resize)`` (shorter side, bilinear with
+PIL's antialiasing) + ``CenterCrop(resolution)`` + ``ToTensor`` + ``Normalize(mean, std)``, or a
+plain ``Resize((resolution, resolution))``. Using PIL for the resize is what makes the SDK match
+the FP32 reference the model was trained with; OpenCV's resize kernels differ by several levels.
+
+It runs on the device (Python 3.8, no torch): numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from edge_resnet.core import InputError, ModelSpec
+
+__all__ = ["crop_box", "normalize", "preprocess", "preprocess_batch", "resize_crop",
+           "resized_size"]
+
+
+def resized_size(width: int, height: int, spec: ModelSpec) -> Tuple[int, int]:
+    """(width, height) after the resize step, computed as torchvision does."""
+    if spec.resize is None:
+        return spec.resolution, spec.resolution
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def crop_box(width: int, height: int, size: int) -> Tuple[int, int, int, int]:
+    """(left, top, right, bottom) of torchvision's ``CenterCrop(size)``."""
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def _as_pil(image: "np.ndarray | Image.Image", color_order: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise InputError(f"expected an HxWx3 uint8 image, got {shape}")
+    if image.dtype != np.uint8:
+        raise InputError(f"expected a uint8 image, got dtype {image.dtype}")
+    if color_order == "BGR":
+        image = image[:, :, ::-1]
+    elif color_order != "RGB":
+        raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
+    return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+
+
+def resize_crop(image: "np.ndarray | Image.Image", spec: ModelSpec,
+                color_order: str = "RGB") -> np.ndarray:
+    """Resize (+ centre crop) to the model resolution; returns uint8 HxWx3 RGB.
+
+    This is all a fused-preprocessing graph needs from the host: it takes these pixels directly.
+    """
+    pil = _as_pil(image, color_order)
+    width, height = pil.size
+    new_w, new_h = resized_size(width, height, spec)
+    if (new_w, new_h) != (width, height):
+        pil = pil.resize((new_w, new_h), Image.BILINEAR)
+    if (new_w, new_h) != (spec.resolution, spec.resolution):
+        pil = pil.crop(crop_box(new_w, new_h, spec.resolution))
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 HxWx3 RGB (or NxHxWx3) -> float32 CHW (or NCHW), scaled to 0..1 and normalised."""
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    out = (pixels.astype(np.float32) - mean) * inv_std
+    axes = (2, 0, 1) if pixels.ndim == 3 else (0, 3, 1, 2)
+    return np.ascontiguousarray(out.transpose(axes))
+
+
+def preprocess(image: "np.ndarray | Image.Image", spec: ModelSpec,
+               color_order: str = "RGB") -> np.ndarray:
+    """One image -> float32 3xHxW network input, torchvision-identical."""
+    return normalize(resize_crop(image, spec, color_order), spec)
+
+
+def preprocess_batch(images: Sequence["np.ndarray | Image.Image"], spec: ModelSpec,
+                     color_order: str = "RGB") -> np.ndarray:
+    """Images -> the batch the model's input takes.
+
+    For a fused-preprocessing model that is uint8 NHWC in the graph's input colour order;
+    otherwise float32 NCHW normalised.
+    """
+    if len(images) == 0:
+        raise InputError("cannot preprocess an empty batch")
+    pixels = np.stack([resize_crop(img, spec, color_order) for img in images])
+    if spec.fused_preprocessing:
+        if spec.input_color_order == "BGR":
+            pixels = pixels[:, :, :, ::-1]
+        return np.ascontiguousarray(pixels)
+    return normalize(pixels, spec)
