@@ -81,7 +81,7 @@ class ImageRecord:
 
 
 def _files_under(root: Path) -> List[Path]:
-    files = []
+    files: List[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))

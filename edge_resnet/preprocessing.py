@@ -17,6 +17,9 @@ from PIL import Image
 
 from edge_resnet.core import InputError, ModelSpec
 
+# Pillow >= 9.1 names filters under Image.Resampling (the only place in Pillow 13).
+_BILINEAR = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else 2
+
 __all__ = ["crop_box", "normalize", "preprocess", "preprocess_batch", "resize_crop",
            "resized_size"]
 
@@ -62,7 +65,7 @@ def resize_crop(image: "np.ndarray | Image.Image", spec: ModelSpec,
     width, height = pil.size
     new_w, new_h = resized_size(width, height, spec)
     if (new_w, new_h) != (width, height):
-        pil = pil.resize((new_w, new_h), Image.BILINEAR)
+        pil = pil.resize((new_w, new_h), _BILINEAR)
     if (new_w, new_h) != (spec.resolution, spec.resolution):
         pil = pil.crop(crop_box(new_w, new_h, spec.resolution))
     return np.asarray(pil, dtype=np.uint8)

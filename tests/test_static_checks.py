@@ -1,0 +1,54 @@
+"""Static guarantees the device depends on: Python 3.8 syntax/stdlib, no torch, typed code."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Modules that run on Jetsons (JetPack 5 = Python 3.8, no torch).
+DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_resnet/images.py",
+                "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/runtime",
+                "edge_resnet/devices", "edge_resnet/bundle"]
+DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
+                  "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
+                  "edge_resnet.cli"]
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.fail(f"{name} is not installed; install the test extra: pip install -e '.[test]'")
+    return path
+
+
+def test_device_modules_are_python38_clean() -> None:
+    paths = [p for p in DEVICE_PATHS if (ROOT / p).exists()]
+    result = subprocess.run(
+        [_tool("vermin"), "-q", "--no-tips", "--violations", "-t=3.8-", *paths],
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "", result.stdout
+    assert result.returncode == 0, result.stderr
+
+
+def test_device_modules_do_not_import_torch() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for m in {DEVICE_MODULES!r}: importlib.import_module(m)\n"
+        "import edge_resnet.cli as c; c.build_parser()\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'tensorrt', 'openvino', 'onnxscript')"
+        " if m in sys.modules)\n"
+        "print(','.join(heavy))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "", f"heavy modules imported at package import: {result.stdout}"
+
+
+def test_mypy_clean() -> None:
+    result = subprocess.run([_tool("mypy"), "--no-error-summary"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
