@@ -1,0 +1,86 @@
+"""``edge-resnet eval``: compare candidates with the FP32 reference and gate on the accuracy drop.
+
+A thin layer over :func:`edge_resnet.evaluation.evaluate`: prints the summary table, writes the
+JSON/Markdown report where asked, and turns a breached ``--max-drop`` into exit code 1 (after
+the report is written, so CI keeps the evidence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List
+
+from edge_resnet.core import GateError, InputError
+
+__all__ = ["register", "run_eval"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="accuracy of candidates (FP16/INT8/engines) against the FP32 reference",
+        description="Run the reference and every candidate on the same images and report "
+                    "top-1/top-5, the drop in points, top-1 agreement, logit cosine and KL. "
+                    "Exit code 1 when a candidate drops more than --max-drop points.")
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="image folder: one subfolder per class (named like the model's "
+                             "labels) for accuracy, or plain images for agreement only")
+    parser.add_argument("--reference", required=True, metavar="MODEL",
+                        help="the FP32 reference model")
+    parser.add_argument("--candidate", action="append", default=[], metavar="MODEL",
+                        help="a model to compare (repeat for several)")
+    parser.add_argument("--name", action="append", default=[], metavar="NAME",
+                        help="report name of each --candidate, in the same order "
+                             "(default: the file name)")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                        help="fail (exit 1) when a candidate's top-1 drops more than POINTS "
+                             "percentage points (on unlabeled data: top-1 disagreement)")
+    parser.add_argument("--report", default=None, metavar="OUT_PREFIX",
+                        help="write OUT_PREFIX.json and OUT_PREFIX.md (a folder: eval.json/.md)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="evaluate a deterministic random subset of this many files")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --num-images subset")
+    parser.add_argument("--backend", default="onnxruntime", help="inference backend")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads (0: the backend decides)")
+    parser.add_argument("--unlabeled", action="store_true",
+                        help="treat DATA_DIR as unlabeled even if it has subfolders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_eval)
+
+
+def _candidates(args: argparse.Namespace) -> Dict[str, str]:
+    paths: List[str] = list(args.candidate)
+    names: List[str] = list(args.name)
+    if names and len(names) != len(paths):
+        raise InputError(f"got {len(names)} --name for {len(paths)} --candidate; "
+                         "give one --name per --candidate or none")
+    if not names:
+        from edge_resnet.evaluation.evaluate import named_models
+
+        return {name: str(path) for name, path in named_models(paths)}
+    if len(set(names)) != len(names):
+        raise InputError(f"--name values must be unique, got {names}")
+    return dict(zip(names, paths))
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from edge_resnet.evaluation.evaluate import evaluate
+    from edge_resnet.evaluation.report import gate_line, summary_table, write_report
+
+    report = evaluate(
+        args.reference, _candidates(args), args.data_dir, batch_size=args.batch_size,
+        num_images=args.num_images, seed=args.seed, backend=args.backend, threads=args.threads,
+        max_drop=args.max_drop, progress=not args.no_progress,
+        labeled=False if args.unlabeled else None)
+    print("\n".join(summary_table(report)))
+    print(f"{report.images_evaluated} images, {len(report.skipped)} skipped, "
+          f"{report.images_per_second:.1f} images/s")
+    print(gate_line(report))
+    if args.report:
+        json_path, md_path = write_report(report, args.report)
+        print(f"report: {json_path} {md_path}", file=sys.stderr)
+    if report.gate_passed is False:
+        raise GateError("accuracy gate breached: " + "; ".join(report.gate_failures))
+    return 0
