@@ -1,0 +1,199 @@
+"""Parity proof: the exported ONNX computes what the PyTorch model computes, from images.
+
+The check runs end to end on real images, each side fed the way it is fed in production:
+PyTorch gets the SDK's float preprocessing for the model's own spec; ONNX Runtime gets the
+batch that the graph's *embedded* spec asks for (uint8 frames for a fused graph). So a wrong
+mean/std, colour order or resolution in the exported graph or its metadata shows up as a logit
+difference, not only a bug in the exporter. Defaults are tight: FP32 vs FP32 differs by ~1e-5
+in logits; a normalisation or channel-order mistake moves logits by ~1e-1 or more.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
+import numpy as np
+
+from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
+from edge_resnet.core import InputError, ModelSpec, ParityError
+from edge_resnet.preprocessing import preprocess_batch
+
+__all__ = ["DEFAULT_ATOL", "DEFAULT_MIN_AGREEMENT", "DEFAULT_RTOL", "ParityReport", "check_fused_vs_unfused",
+           "check_parity", "compare_logits"]
+
+log = logging.getLogger(__name__)
+
+# Allowed |logit difference| = atol + rtol * max |reference logit|. FP32 kernels (oneDNN vs
+# MLAS, BN folded vs not) differ by ~1e-4 on ResNet50 logits; a normalisation or channel-order
+# mistake moves them by ~1e-1 and more. rtol keeps the bound fair for large-logit models.
+DEFAULT_ATOL = 1e-3
+DEFAULT_RTOL = 1e-5
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Agreement of a candidate's logits with a reference's on the same images."""
+
+    reference: str
+    candidate: str
+    n_images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    min_cosine: float
+    atol: float
+    min_top1_agreement: float
+    rtol: float = DEFAULT_RTOL
+    max_abs_reference: float = 0.0
+
+    @property
+    def tolerance(self) -> float:
+        """The bound on max |diff|: ``atol + rtol * max |reference logit|``."""
+        return self.atol + self.rtol * self.max_abs_reference
+
+    @property
+    def ok(self) -> bool:
+        return (self.max_abs_diff <= self.tolerance
+                and self.top1_agreement >= self.min_top1_agreement)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"reference": self.reference, "candidate": self.candidate,
+                "n_images": self.n_images, "max_abs_diff": self.max_abs_diff,
+                "mean_abs_diff": self.mean_abs_diff, "top1_agreement": self.top1_agreement,
+                "min_cosine": self.min_cosine, "atol": self.atol, "rtol": self.rtol,
+                "max_abs_reference": self.max_abs_reference, "tolerance": self.tolerance,
+                "min_top1_agreement": self.min_top1_agreement, "ok": self.ok}
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return (f"parity {verdict}: {self.candidate} vs {self.reference} on {self.n_images} "
+                f"images: max |diff| {self.max_abs_diff:.3g} (allowed {self.tolerance:.3g}), mean "
+                f"{self.mean_abs_diff:.3g}, top-1 agreement {self.top1_agreement:.2%} "
+                f"(min {self.min_top1_agreement:.0%}), min cosine {self.min_cosine:.6f}")
+
+
+def _check_thresholds(atol: float, min_top1_agreement: float, rtol: float = 0.0) -> None:
+    if not atol > 0:
+        raise InputError(f"atol must be positive, got {atol}")
+    if not rtol >= 0:
+        raise InputError(f"rtol must be >= 0, got {rtol}")
+    if not 0.0 <= min_top1_agreement <= 1.0:
+        raise InputError(f"minimum top-1 agreement must be in [0, 1], got {min_top1_agreement}")
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str,
+                   candidate_name: str, atol: float = DEFAULT_ATOL,
+                   min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
+                   rtol: float = DEFAULT_RTOL) -> ParityReport:
+    """Build a :class:`ParityReport` from two N x C logit arrays (raises only on shape)."""
+    _check_thresholds(atol, min_top1_agreement, rtol)
+    if reference.shape != candidate.shape or reference.ndim != 2:
+        raise ParityError(f"{candidate_name} gives logits of shape {candidate.shape}, "
+                          f"{reference_name} {reference.shape}; the graph is not this model")
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    diff = np.abs(ref - cand)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-30)
+    return ParityReport(
+        reference=reference_name, candidate=candidate_name, n_images=int(ref.shape[0]),
+        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
+        min_cosine=float(cosine.min()), atol=atol, min_top1_agreement=min_top1_agreement,
+        rtol=rtol, max_abs_reference=float(np.abs(ref).max()))
+
+
+def _raise_if_failed(report: ParityReport) -> ParityReport:
+    log.info(report.summary())
+    if not report.ok:
+        raise ParityError(report.summary() + "; the export does not reproduce the model: check "
+                          "mean/std, colour order and resolution of the spec")
+    return report
+
+
+def _backend_logits(backend: OnnxRuntimeBackend, images: Sequence[np.ndarray],
+                    batch_size: int) -> np.ndarray:
+    """Run the graph on the batches its embedded spec asks for (uint8 frames when fused)."""
+    return np.concatenate([
+        backend.infer(preprocess_batch(images[i:i + batch_size], backend.spec)).logits
+        for i in range(0, len(images), batch_size)])
+
+
+def _check_labels(backend: OnnxRuntimeBackend, expected: ModelSpec, what: str) -> None:
+    if backend.spec.labels != expected.labels:
+        raise ParityError(f"{backend.info.model_path} carries labels "
+                          f"{list(backend.spec.labels[:5])}... that differ from {what}'s "
+                          f"{list(expected.labels[:5])}...")
+
+
+def _torch_logits(model: Any, images: Sequence[np.ndarray], spec: ModelSpec,
+                  batch_size: int) -> np.ndarray:
+    import torch
+
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = torch.from_numpy(preprocess_batch(images[i:i + batch_size], spec))
+            chunks.append(model(batch).float().numpy())
+    return np.concatenate(chunks)
+
+
+def _check_images(images: Sequence[np.ndarray], batch_size: int) -> None:
+    if len(images) == 0:
+        raise InputError("parity needs at least one image")
+    if batch_size < 1:
+        raise InputError(f"batch size must be positive, got {batch_size}")
+
+
+def check_parity(model: Any, onnx_path: "str | Path", images: Sequence[np.ndarray],
+                 spec_of_model: ModelSpec, *, atol: float = DEFAULT_ATOL,
+                 min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
+                 rtol: float = DEFAULT_RTOL, batch_size: int = 8) -> ParityReport:
+    """Compare PyTorch FP32 logits with the ONNX graph's on ``images`` (uint8 RGB HxWx3).
+
+    ``spec_of_model`` is the PyTorch model's own (unfused) spec. Raises :class:`ParityError`
+    when the max |logit difference| exceeds ``atol + rtol * max |reference logit|`` or top-1
+    agreement falls below
+    ``min_top1_agreement``; returns the report otherwise.
+    """
+    _check_thresholds(atol, min_top1_agreement, rtol)
+    _check_images(images, batch_size)
+    if spec_of_model.fused_preprocessing:
+        raise InputError("spec_of_model must be the PyTorch model's spec (float input), "
+                         "not the fused graph's")
+    reference = _torch_logits(model, images, spec_of_model, batch_size)
+    with OnnxRuntimeBackend(onnx_path) as backend:
+        _check_labels(backend, spec_of_model, "the PyTorch model")
+        candidate = _backend_logits(backend, images, batch_size)
+    return _raise_if_failed(compare_logits(
+        reference, candidate, reference_name="pytorch-fp32",
+        candidate_name=f"onnxruntime:{Path(onnx_path).name}", atol=atol,
+        min_top1_agreement=min_top1_agreement, rtol=rtol))
+
+
+def check_fused_vs_unfused(fused_onnx: "str | Path", unfused_onnx: "str | Path",
+                           images: Sequence[np.ndarray], *, atol: float = DEFAULT_ATOL,
+                           min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
+                           rtol: float = DEFAULT_RTOL, batch_size: int = 8) -> ParityReport:
+    """The fused graph fed uint8 frames must match the unfused graph fed SDK preprocessing."""
+    _check_thresholds(atol, min_top1_agreement, rtol)
+    _check_images(images, batch_size)
+    with OnnxRuntimeBackend(unfused_onnx) as backend:
+        if backend.spec.fused_preprocessing:
+            raise InputError(f"{unfused_onnx} has fused preprocessing; give the unfused export")
+        reference = _backend_logits(backend, images, batch_size)
+        spec = backend.spec
+    with OnnxRuntimeBackend(fused_onnx) as fused:
+        if not fused.spec.fused_preprocessing:
+            raise InputError(f"{fused_onnx} takes float input; give the fused export")
+        _check_labels(fused, spec, "the unfused graph")
+        candidate = _backend_logits(fused, images, batch_size)
+    return _raise_if_failed(compare_logits(
+        reference, candidate, reference_name=f"onnxruntime:{Path(unfused_onnx).name}",
+        candidate_name=f"onnxruntime:{Path(fused_onnx).name}", atol=atol,
+        min_top1_agreement=min_top1_agreement, rtol=rtol))
