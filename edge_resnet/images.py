@@ -44,7 +44,9 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     """Convert any PIL mode to uint8 HxWx3 RGB, scaling 16/32-bit data instead of clipping."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         data = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        # PNG has no 32-bit integer images: mode "I" from a PNG (older Pillow) is 16-bit data.
+        sixteen = img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
+        peak = 65535.0 if sixteen or data.max(initial=0) > 255 else 255.0
         if img.mode == "F" and data.max(initial=0) <= 1.0:
             peak = 1.0
         gray = np.clip(np.round(data * (255.0 / peak)), 0, 255).astype(np.uint8)
@@ -70,7 +72,8 @@ def read_image(path: "str | Path") -> np.ndarray:
                 return _to_rgb_array(img)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -164,7 +167,8 @@ class ImageFolder:
         for key in sorted(by_class, key=lambda k: -1 if k is None else k):
             items = list(by_class[key])
             rng.shuffle(items)
-            n_held = max(1, int(round(len(items) * fraction))) if len(items) > 1 else 0
+            # at least one held out, and at least one left to train on, per class
+            n_held = min(len(items) - 1, max(1, int(round(len(items) * fraction))))
             held.extend(items[:n_held])
             train.extend(items[n_held:])
         return sorted(train, key=lambda r: str(r.path)), sorted(held, key=lambda r: str(r.path))

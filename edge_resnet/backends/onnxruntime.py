@@ -97,14 +97,7 @@ class OnnxRuntimeBackend:
     def infer(self, batch: np.ndarray) -> InferenceOutput:
         if self._closed:
             raise BackendError("backend is closed")
-        if batch.ndim != 4:
-            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
-        if batch.dtype != self._input_dtype:
-            if self._input_dtype == np.uint8:
-                raise InputError(
-                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
-                    f"got {batch.dtype}")
-            batch = batch.astype(self._input_dtype)
+        batch = self._check_batch(batch)
         try:
             outputs = self._session.run(self._output_names, {self._input.name: batch})
         except Exception as exc:
@@ -115,6 +108,31 @@ class OnnxRuntimeBackend:
         if features is not None:
             features = features.astype(np.float32, copy=False)
         return InferenceOutput(logits=logits, features=features)
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Refuse batches that would run but mean something else (raw pixels into a float graph,
+        a wrong layout); cast float32 to a float16 input."""
+        if batch.ndim != 4:
+            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
+        if batch.dtype != self._input_dtype:
+            if self._input_dtype == np.uint8:
+                raise InputError(
+                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
+                    f"got {batch.dtype}")
+            if not np.issubdtype(batch.dtype, np.floating):
+                raise InputError(
+                    f"this model takes normalised float {self.spec.layout} input; got "
+                    f"{batch.dtype} (use edge_resnet.preprocessing.preprocess_batch)")
+            batch = batch.astype(self._input_dtype)
+        expected = self._input.shape
+        wrong = [i for i, (d, n) in enumerate(zip(expected, batch.shape))
+                 if isinstance(d, int) and d != n]
+        if wrong:
+            hint = (f"; the model has a fixed batch size: use batch size {expected[0]}"
+                    if wrong == [0] else "")
+            raise InputError(f"batch shape {tuple(batch.shape)} does not fit the model input "
+                             f"{self._input.name!r} of shape {list(expected)}{hint}")
+        return batch
 
     def close(self) -> None:
         self._closed = True
