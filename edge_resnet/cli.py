@@ -22,6 +22,7 @@ _REGISTRARS: List[str] = [
     "edge_resnet.demo_cli",
     "edge_resnet.export.cli",
     "edge_resnet.evaluation.cli",
+    "edge_resnet.runtime.cli",
 ]
 
 EXIT_ERROR = 2

@@ -71,6 +71,7 @@ BackendFactory = Callable[..., Backend]
 # matters when that backend is asked for.
 _REGISTRY: Dict[str, str] = {
     "onnxruntime": "edge_resnet.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "edge_resnet.backends.openvino:OpenVinoBackend",
 }
 
 

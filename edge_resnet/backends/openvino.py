@@ -1,0 +1,141 @@
+"""OpenVINO backend: the fast CPU backend for x86/ARM edge boxes (INT8 QDQ graphs run as INT8).
+
+Same protocol and constructor shape as the ONNX Runtime backend; reads the edge-resnet ONNX
+directly (no IR conversion step), compiles for CPU with the LATENCY hint and
+``INFERENCE_NUM_THREADS`` threads. OpenVINO would silently run FP32 graphs in bfloat16 on CPUs with
+AVX512-BF16/AMX; this backend pins ``INFERENCE_PRECISION_HINT`` to f32 unless asked otherwise,
+so an FP32 model runs as FP32 (and an INT8 QDQ model's non-quantized layers stay FP32). Device side: Python 3.8, no torch; openvino is an extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edge_resnet.backends.base import BackendInfo, InferenceOutput
+from edge_resnet.backends.onnxruntime import onnx_precision
+from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
+
+__all__ = ["OpenVinoBackend"]
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise DependencyError(
+            "the openvino backend needs OpenVINO: `pip install edge-resnet[openvino]`") from exc
+    return openvino
+
+
+def _onnx_metadata(path: Path) -> "tuple[Dict[str, str], List[str]]":
+    """metadata_props and operator types of an ONNX file (weights not loaded)."""
+    try:
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise ModelError(f"{path} is not a readable ONNX model: {exc}") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    return meta, sorted({n.op_type for n in model.graph.node})
+
+
+class OpenVinoBackend:
+    """Runs an edge-resnet ONNX with OpenVINO on ``device`` (CPU by default).
+
+    ``threads`` sets INFERENCE_NUM_THREADS (0 lets OpenVINO choose); ``spec`` overrides the
+    spec read from the model's metadata.
+    """
+
+    def __init__(self, model_path: "str | Path", threads: int = 0,
+                 spec: Optional[ModelSpec] = None, device: str = "CPU",
+                 hint: str = "LATENCY", inference_precision: str = "f32",
+                 **unused: Any) -> None:
+        if unused:
+            raise InputError(f"openvino backend got unknown options: {sorted(unused)}")
+        if threads < 0:
+            raise InputError(f"threads must be >= 0, got {threads}")
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise InputError(f"performance hint must be LATENCY or THROUGHPUT, got {hint!r}")
+        if inference_precision not in ("f32", "bf16", "f16"):
+            raise InputError("inference_precision must be f32, bf16 or f16, got "
+                             f"{inference_precision!r}")
+        ov = _import_openvino()
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist")
+        meta, ops = _onnx_metadata(path)
+        self.spec = spec if spec is not None else ModelSpec.from_metadata(meta)
+        config: Dict[str, Any] = {"PERFORMANCE_HINT": hint,
+                                  "INFERENCE_PRECISION_HINT": inference_precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            model = core.read_model(str(path))
+            self._compiled = core.compile_model(model, device, config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelError(f"OpenVINO cannot load {path} on {device}: {exc}") from exc
+        self._output_names = self._names(self._compiled.outputs)
+        if self.spec.output_name not in self._output_names:
+            raise ModelError(f"{path}: output {self.spec.output_name!r} not in graph outputs "
+                             f"{list(self._output_names)}")
+        in_type = str(self._compiled.inputs[0].get_element_type())
+        self._input_dtype = np.uint8 if "u8" in in_type else (
+            np.float16 if "f16" in in_type else np.float32)
+        self._request = self._compiled.create_infer_request()
+        precision = meta.get("edge_resnet.precision", "").strip('"') or onnx_precision(
+            [in_type.replace("f16", "float16")], ops)
+        self.info = BackendInfo(
+            name="openvino", model_path=str(path), precision=precision, device=device,
+            details={"threads": threads, "hint": hint, "input_type": in_type,
+                     "inference_precision": str(
+                         self._compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "openvino": ov.__version__})
+        self._closed = False
+
+    @staticmethod
+    def _names(ports: Any) -> Dict[str, int]:
+        names: Dict[str, int] = {}
+        for i, port in enumerate(ports):
+            for name in port.get_names():
+                names[name] = i
+        return names
+
+    @property
+    def input_dtype(self) -> "np.dtype[Any]":
+        return np.dtype(self._input_dtype)
+
+    def infer(self, batch: np.ndarray) -> InferenceOutput:
+        if self._closed:
+            raise BackendError("backend is closed")
+        if batch.ndim != 4:
+            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
+        if batch.dtype != self._input_dtype:
+            if self._input_dtype == np.uint8:
+                raise InputError(
+                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
+                    f"got {batch.dtype}")
+            batch = batch.astype(self._input_dtype)
+        try:
+            result = self._request.infer({0: np.ascontiguousarray(batch)})
+        except Exception as exc:
+            raise BackendError(f"OpenVINO inference failed: {exc}") from exc
+        logits = np.array(result[self._output_names[self.spec.output_name]], dtype=np.float32)
+        features = None
+        if self.spec.features_name and self.spec.features_name in self._output_names:
+            features = np.array(result[self._output_names[self.spec.features_name]],
+                                dtype=np.float32)
+        return InferenceOutput(logits=logits, features=features)
+
+    def close(self) -> None:
+        self._closed = True
+        self._request = None
+        self._compiled = None
+
+    def __enter__(self) -> "OpenVinoBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

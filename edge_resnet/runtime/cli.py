@@ -1,0 +1,143 @@
+"""``edge-resnet run``, ``edge-resnet gallery enroll`` and ``edge-resnet bench``.
+
+Thin argument layers over :mod:`edge_resnet.runtime.service`, :mod:`.gallery` and :mod:`.bench`,
+in the spirit of jetson-inference's ``imagenet.py input output``: positional URIs, few flags.
+Imports nothing heavy at registration so ``edge-resnet --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="onnxruntime",
+                   help="inference backend: onnxruntime (default), openvino, tensorrt")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU inference threads (0: the backend's default)")
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run", help="classify a camera, stream, video or image folder",
+        description="Run MODEL on SOURCE and write results to OUTPUTs. SOURCE: csi://0, "
+                    "v4l2:///dev/video0, /dev/video0, 0, rtsp://..., http://..., "
+                    "file://clip.mp4 or clip.mp4, an image folder or glob, gst://<pipeline>. "
+                    "OUTPUT: - (JSON Lines on stdout, default), out.jsonl, out.mp4/.avi "
+                    "(annotated), display://0.")
+    run.add_argument("model", help="edge-resnet ONNX (or engine for --backend tensorrt)")
+    run.add_argument("source", help="source URI")
+    run.add_argument("outputs", nargs="*", default=["-"], help="output URIs (several allowed)")
+    _add_backend(run)
+    run.add_argument("--width", type=_positive_int, help="camera capture width")
+    run.add_argument("--height", type=_positive_int, help="camera capture height")
+    run.add_argument("--fps", type=float, help="camera capture rate (and video output rate)")
+    run.add_argument("--loop", type=int, default=0,
+                     help="files: play N extra times (-1: forever)")
+    run.add_argument("--realtime", action="store_true",
+                     help="files: play at the file's rate, dropping frames like a camera")
+    run.add_argument("--batch", type=_positive_int, default=1, help="max batch size")
+    run.add_argument("--max-wait-ms", type=float, default=5.0,
+                     help="longest wait for a batch to fill")
+    run.add_argument("--top-k", type=_positive_int, default=5)
+    run.add_argument("--smooth", type=_positive_int, default=1,
+                     help="average probabilities over N frames")
+    run.add_argument("--threshold", type=float, default=0.0,
+                     help="below this top-1 probability the label is 'unknown'")
+    run.add_argument("--gallery", help="identity gallery (.npz from `gallery enroll`)")
+    run.add_argument("--match-threshold", type=float,
+                     help="cosine similarity to accept an identity (default: the gallery's "
+                          "suggestion)")
+    run.add_argument("--stats-interval", type=float, default=10.0,
+                     help="seconds between metrics lines on stderr (0: only the summary)")
+    run.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
+    run.add_argument("--reconnect-attempts", type=_positive_int,
+                     help="give up after N reconnects of a lost live source (default: never)")
+    run.add_argument("--metrics-json", help="write the final metrics summary to this file")
+    run.set_defaults(func=_run)
+
+    gallery = subparsers.add_parser("gallery", help="identity galleries for embedding matching")
+    gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
+    enroll = gsub.add_parser("enroll", help="enrol one identity per subfolder of DIR")
+    enroll.add_argument("folder", help="folder with one subfolder of images per identity")
+    enroll.add_argument("--model", required=True, help="ONNX exported with features")
+    enroll.add_argument("--out", required=True, help="gallery file to write (.npz)")
+    enroll.add_argument("--batch", type=_positive_int, default=16)
+    _add_backend(enroll)
+    enroll.set_defaults(func=_enroll)
+    gallery.set_defaults(func=lambda args: (gallery.print_help(), 2)[1])
+
+    bench = subparsers.add_parser(
+        "bench", help="benchmark table across models x backends",
+        description="File size, precision, accuracy (with --data), bs1 latency p50/p90/p99, "
+                    "throughput at --batch and pipeline FPS (with --video).")
+    bench.add_argument("models", nargs="+", help="models to compare")
+    bench.add_argument("--backends", default="onnxruntime",
+                       help="comma-separated backends (e.g. onnxruntime,openvino)")
+    bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--data", help="labeled image folder for accuracy")
+    bench.add_argument("--max-images", type=_positive_int, help="cap on accuracy images")
+    bench.add_argument("--video", help="video file for pipeline FPS")
+    bench.add_argument("--batch", type=_positive_int, default=8, help="throughput batch size")
+    bench.add_argument("--runs", type=_positive_int, default=50, help="timed bs1 runs")
+    bench.add_argument("--json", dest="json_out", help="write the table as JSON here")
+    bench.set_defaults(func=_bench)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_resnet.runtime.capture import Backoff
+    from edge_resnet.runtime.pipeline import PipelineConfig
+    from edge_resnet.runtime.service import build_pipeline, run_until_signal
+    from edge_resnet.runtime.sources import SourceOptions
+
+    options = SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop,
+                            realtime=args.realtime)
+    config = PipelineConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, top_k=args.top_k,
+                            smoothing=args.smooth, threshold=args.threshold,
+                            match_threshold=args.match_threshold,
+                            stats_interval_s=args.stats_interval, max_frames=args.max_frames,
+                            backoff=Backoff(attempts=args.reconnect_attempts))
+    pipeline = build_pipeline(args.model, args.source, args.outputs, backend=args.backend,
+                              threads=args.threads, source_options=options, config=config,
+                              gallery=args.gallery)
+    run_until_signal(pipeline, metrics_json=args.metrics_json)
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from edge_resnet.backends import load_backend
+    from edge_resnet.runtime.gallery import enroll
+
+    with load_backend(args.backend, args.model, threads=args.threads) as backend:
+        gallery = enroll(backend, args.folder, batch_size=args.batch)
+    gallery.save(args.out)
+    print(json.dumps({"gallery": args.out, "identities": len(gallery.names),
+                      "images": sum(gallery.counts),
+                      "suggested_match_threshold": round(gallery.suggested_threshold, 4)}))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge_resnet.runtime.bench import BenchOptions, format_table, run_bench
+
+    options = BenchOptions(backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+                           threads=args.threads, data=args.data, max_images=args.max_images,
+                           video=args.video, batch=args.batch, runs=args.runs)
+    rows = run_bench(args.models, options)
+    print(format_table(rows), file=sys.stdout)
+    if args.json_out:
+        from edge_resnet.io_utils import atomic_write_json
+        atomic_write_json(args.json_out, [r.to_dict() for r in rows])
+    return 0

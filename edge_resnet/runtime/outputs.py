@@ -1,0 +1,189 @@
+"""Result outputs chosen by URI, mirroring the sources: JSON Lines, annotated video, a window.
+
+``-`` / ``stdout`` / ``*.jsonl`` / ``file://x.jsonl`` → JSON Lines events, one complete line per
+frame, flushed at once (a killed service leaves only whole lines); ``*.mp4`` / ``*.avi`` →
+annotated video (label, probability, FPS drawn); ``display://0`` → an on-screen window, refused
+where no display exists. Several outputs run at once. Device side: Python 3.8, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional
+
+import numpy as np
+
+from edge_resnet.core import DependencyError, InputError, SourceError
+from edge_resnet.io_utils import ensure_parent
+from edge_resnet.runtime.capture import Frame
+from edge_resnet.runtime.postprocess import Classification
+
+__all__ = ["Output", "JsonlOutput", "VideoOutput", "DisplayOutput", "create_output", "event"]
+
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
+
+
+def event(frame: Frame, result: Classification, latency_ms: float, source: str) -> Dict[str, Any]:
+    """The JSON event of one frame (the JSONL schema; documented in docs/runtime.md)."""
+    data: Dict[str, Any] = {
+        "timestamp": round(frame.timestamp, 6), "frame": frame.index, "source": source,
+        "label": result.label, "prob": round(result.prob, 6),
+        "topk": [{"label": t["label"], "index": t["index"], "prob": round(t["prob"], 6)}
+                 for t in result.topk],
+        "latency_ms": round(latency_ms, 3),
+    }
+    if result.identity is not None:
+        data["identity"] = result.identity
+        data["similarity"] = round(float(result.similarity or 0.0), 6)
+    return data
+
+
+class Output:
+    """Base output: ``write`` one result, ``close`` flushes. ``needs_frame`` keeps pixels."""
+
+    needs_frame = False
+
+    def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlOutput(Output):
+    """One JSON object per line, written with one call and flushed, to stdout or a file."""
+
+    def __init__(self, target: str, source: str) -> None:
+        self.source = source
+        self._own = target not in ("-", "stdout")
+        if self._own:
+            self._fh: IO[str] = open(ensure_parent(target), "a", encoding="utf-8")
+        else:
+            self._fh = sys.stdout
+        self.target = target
+
+    def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
+        self._fh.write(json.dumps(event(frame, result, latency_ms, self.source)) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.flush()
+        if self._own:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+def annotate(image: np.ndarray, result: Classification, fps: float) -> np.ndarray:
+    """Draw label, probability (or identity, similarity) and FPS on a copy of a BGR frame."""
+    import cv2
+    out = image.copy()
+    if result.identity is not None:
+        text = f"{result.identity} ({result.similarity or 0.0:.2f})"
+    else:
+        text = f"{result.label} {result.prob * 100:.1f}%"
+    scale = max(0.5, out.shape[1] / 900.0)
+    for line, y in ((text, 1.0), (f"{fps:.1f} FPS", 2.1)):
+        org = (8, int(28 * scale * y))
+        cv2.putText(out, line, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(out, line, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+class VideoOutput(Output):
+    """Annotated frames written with OpenCV's VideoWriter at the source rate."""
+
+    needs_frame = True
+
+    def __init__(self, path: str, fps: float) -> None:
+        self.path = ensure_parent(path)
+        codec = VIDEO_SUFFIXES.get(self.path.suffix.lower())
+        if codec is None:
+            raise InputError(f"video output {path}: use one of {sorted(VIDEO_SUFFIXES)}")
+        self.codec = codec
+        self.fps = fps if fps > 0 else 30.0
+        self._writer: Any = None
+        self.frames = 0
+
+    def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
+        import cv2
+        if self._writer is None:
+            h, w = frame.image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
+                                           self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise SourceError(f"cannot write video {self.path} with codec {self.codec}")
+        self._writer.write(annotate(frame.image, result, fps))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class DisplayOutput(Output):
+    """An OpenCV window; needs a display and an OpenCV with GUI support."""
+
+    needs_frame = True
+
+    def __init__(self, title: str = "edge-resnet") -> None:
+        if not display_available():
+            raise InputError("display:// output needs a display (DISPLAY/WAYLAND_DISPLAY unset); "
+                             "write a video file or JSONL instead")
+        self.title = title
+
+    def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
+        import cv2
+        try:
+            cv2.imshow(self.title, annotate(frame.image, result, fps))
+            cv2.waitKey(1)
+        except cv2.error as exc:
+            raise DependencyError(f"this OpenCV cannot open a window ({exc}); install an "
+                                  "OpenCV with GUI support (not opencv-python-headless)") from exc
+
+    def close(self) -> None:
+        import cv2
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+def create_output(uri: str, source: str, fps: Optional[float]) -> Output:
+    """Pick an output from its URI (see module docstring)."""
+    text = uri.strip()
+    if text in ("-", "stdout", "jsonl://-", "jsonl://stdout"):
+        return JsonlOutput("-", source)
+    if text.startswith("display://"):
+        return DisplayOutput()
+    location = text[len("file://"):] if text.startswith("file://") else text
+    if location.startswith("jsonl://"):
+        location = location[len("jsonl://"):]
+        return JsonlOutput(location, source)
+    suffix = Path(location).suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return JsonlOutput(location, source)
+    if suffix in VIDEO_SUFFIXES:
+        return VideoOutput(location, fps or 30.0)
+    raise InputError(f"unknown output {uri!r}; use - (JSONL on stdout), out.jsonl, out.mp4, "
+                     "out.avi or display://0")
+
+
+def close_all(outputs: List[Output]) -> None:
+    """Close every output even if one fails; re-raise the first failure."""
+    first: Optional[BaseException] = None
+    for out in outputs:
+        try:
+            out.close()
+        except Exception as exc:  # keep flushing the others
+            first = first or exc
+    if first is not None:
+        raise first

@@ -1,0 +1,266 @@
+"""The streaming pipeline: capture → preprocess → batch → infer → postprocess → outputs.
+
+Each stage runs in its own thread joined by bounded queues, so decoding and preprocessing of
+frame n+1 overlap inference of frame n while memory stays flat (at most a few frames in flight).
+Batches form from what is ready: up to ``max_batch`` frames, waiting at most ``max_wait_ms`` for
+more. A stop request (SIGINT/SIGTERM in the CLI) stops capture and drains every frame already
+captured through the outputs, so counts add up: processed + dropped = captured.
+Device side: Python 3.8, no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edge_resnet.backends.base import Backend, InferenceOutput
+from edge_resnet.core import InputError, ModelError
+from edge_resnet.preprocessing import preprocess_batch
+from edge_resnet.runtime.capture import Backoff, CaptureThread, Frame, FrameChannel
+from edge_resnet.runtime.gallery import Gallery, match_threshold
+from edge_resnet.runtime.metrics import PipelineMetrics, format_summary
+from edge_resnet.runtime.outputs import Output, close_all
+from edge_resnet.runtime.postprocess import Postprocessor
+from edge_resnet.runtime.sources import VideoSource
+
+__all__ = ["Pipeline", "PipelineConfig"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+_EMPTY = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Tuning of the pipeline; defaults suit a single camera on a small device."""
+
+    max_batch: int = 1
+    max_wait_ms: float = 5.0
+    queue_size: int = 4
+    top_k: int = 5
+    smoothing: int = 1
+    threshold: float = 0.0
+    match_threshold: Optional[float] = None
+    stats_interval_s: float = 0.0
+    max_frames: Optional[int] = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise InputError(f"--batch must be >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0 or self.queue_size < 1:
+            raise InputError("--max-wait-ms must be >= 0 and the queue size >= 1")
+
+
+class Pipeline:
+    """Runs one source through one backend into several outputs. Use :meth:`run` or
+    :meth:`start` / :meth:`stop` / :meth:`wait` / :meth:`close`."""
+
+    def __init__(self, backend: Backend, source: VideoSource, outputs: List[Output],
+                 config: Optional[PipelineConfig] = None, gallery: Optional[Gallery] = None,
+                 metrics: Optional[PipelineMetrics] = None) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self.source = source
+        self.outputs = outputs
+        self.config = config or PipelineConfig()
+        self.gallery = gallery
+        if gallery is not None:
+            gallery.check_model(self.spec)
+        self.metrics = metrics or PipelineMetrics()
+        self.post = Postprocessor(self.spec.labels, self.config.top_k, self.config.smoothing,
+                                  self.config.threshold)
+        self._keep_frames = any(o.needs_frame for o in outputs)
+        self._q_pre: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
+        self._q_post: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
+        self._failed = threading.Event()
+        self._done = threading.Event()
+        self._error: Optional[BaseException] = None
+        self.capture: Optional[CaptureThread] = None
+        self._threads: List[threading.Thread] = []
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the source (raising :class:`SourceError` now if it cannot) and start threads."""
+        self.source.open()
+        self.capture = CaptureThread(self.source, self.metrics, capacity=self.config.queue_size,
+                                     backoff=self.config.backoff,
+                                     max_frames=self.config.max_frames)
+        channel = self.capture.channel
+        stages: List[Tuple[str, Callable[[], None]]] = [
+            ("preprocess", lambda: self._preprocess_loop(channel)), ("infer", self._infer_loop),
+            ("output", self._output_loop)]
+        self._threads = [threading.Thread(target=self._guard, args=(fn,), daemon=True,
+                                          name=f"edge-resnet-{name}") for name, fn in stages]
+        if self.config.stats_interval_s > 0:
+            self._threads.append(threading.Thread(target=self._report_loop, daemon=True,
+                                                  name="edge-resnet-stats"))
+        self.capture.start()
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        """Graceful stop: no new frames; frames already captured still reach the outputs."""
+        if self.capture is not None:
+            self.capture.stop()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True once every stage has finished (the outputs are flushed)."""
+        return self._done.wait(timeout)
+
+    def close(self) -> Dict[str, Any]:
+        """Join the threads, raise the first stage error, return the final metrics snapshot."""
+        self.stop()
+        for t in self._threads:
+            t.join()
+        if self.capture is not None:
+            self.capture.join()
+        error = self._error or (self.capture.error if self.capture is not None else None)
+        if error is not None:
+            raise error
+        return self.metrics.snapshot()
+
+    def run(self, on_tick: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+        """Run to the end of the source (or a stop); returns the final metrics snapshot."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            snapshot = self.close()
+        return snapshot
+
+    # stages --------------------------------------------------------------------------------
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            self._failed.set()
+            self.stop()
+            log.error("pipeline stage failed: %s", exc)
+            self._put(self._q_pre, _END, force=True)
+            self._put(self._q_post, _END, force=True)
+        finally:
+            if threading.current_thread().name == "edge-resnet-output":
+                self._done.set()
+
+    def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
+        """Blocking put that gives up when another stage has failed (no dead-lock)."""
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._failed.is_set():
+                    if force:
+                        _drain(q)
+                        continue
+                    raise _Aborted()
+
+    def _preprocess_loop(self, channel: FrameChannel) -> None:
+        while not self._failed.is_set():
+            frame = channel.get(timeout=0.1)
+            if frame is None:
+                if channel.finished:
+                    break
+                continue
+            t0 = time.perf_counter()
+            self.metrics.observe("queue", (t0 - frame.t_capture) * 1000.0)
+            tensor = preprocess_batch([frame.image], self.spec, color_order="BGR")[0]
+            self.metrics.observe("preprocess", (time.perf_counter() - t0) * 1000.0)
+            if not self._keep_frames:
+                frame.image = _EMPTY
+            self._put(self._q_pre, (frame, tensor))
+        self._put(self._q_pre, _END)
+
+    def _next_batch(self) -> Tuple[List[Frame], List[np.ndarray], bool]:
+        frames: List[Frame] = []
+        tensors: List[np.ndarray] = []
+        item = self._q_pre.get()
+        if item is _END:
+            return frames, tensors, True
+        frames.append(item[0])
+        tensors.append(item[1])
+        deadline = time.perf_counter() + self.config.max_wait_ms / 1000.0
+        while len(frames) < self.config.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                item = self._q_pre.get(timeout=remaining) if remaining > 0 else \
+                    self._q_pre.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                return frames, tensors, True
+            frames.append(item[0])
+            tensors.append(item[1])
+        return frames, tensors, False
+
+    def _infer_loop(self) -> None:
+        ended = False
+        while not ended:
+            frames, tensors, ended = self._next_batch()
+            if not frames:
+                break
+            t0 = time.perf_counter()
+            output = self.backend.infer(np.stack(tensors))
+            self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
+            self.metrics.count("batches")
+            self._put(self._q_post, (frames, output))
+        self._put(self._q_post, _END)
+
+    def _output_loop(self) -> None:
+        threshold = match_threshold(self.config.match_threshold, self.gallery) \
+            if self.gallery is not None else 0.0
+        try:
+            while True:
+                item = self._q_post.get()
+                if item is _END:
+                    break
+                frames, output = item
+                self._emit(frames, output, threshold)
+        finally:
+            close_all(self.outputs)
+
+    def _emit(self, frames: List[Frame], output: InferenceOutput, threshold: float) -> None:
+        t0 = time.perf_counter()
+        results = self.post(output.logits)
+        if self.gallery is not None:
+            if output.features is None:
+                raise ModelError("--gallery needs a model exported with features")
+            for result, match in zip(results, self.gallery.match(output.features, threshold)):
+                result.identity, result.similarity = match.identity, match.similarity
+        t1 = time.perf_counter()
+        self.metrics.observe("postprocess", (t1 - t0) * 1000.0)
+        fps = self.metrics.snapshot_fps()
+        for frame, result in zip(frames, results):
+            latency = (time.perf_counter() - frame.t_capture) * 1000.0
+            for out in self.outputs:
+                out.write(frame, result, latency, fps)
+            self.metrics.result(frame.t_capture)
+        self.metrics.observe("output", (time.perf_counter() - t1) * 1000.0)
+
+    def _report_loop(self) -> None:
+        while not self._done.wait(self.config.stats_interval_s):
+            log.info("%s", format_summary(self.metrics.snapshot(), "running"))
+
+
+class _Aborted(Exception):
+    """Internal: another stage failed; unwind this one quietly."""
+
+
+def _drain(q: "queue.Queue[Any]") -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass

@@ -1,0 +1,297 @@
+"""Capture sources chosen by URI, in the spirit of jetson-utils' ``videoSource::Create(uri)``.
+
+``csi://0``, ``v4l2:///dev/video0``, ``/dev/video0``, ``0``, ``rtsp://…``, ``http(s)://…``,
+``file://clip.mp4`` or a plain video path, a folder or glob of images, and ``gst://<pipeline>``.
+A source only opens and reads frames (BGR uint8, as OpenCV gives them); threading, dropping and
+reconnecting live in :mod:`edge_resnet.runtime.capture`, so every source gets them for free.
+Device side: Python 3.8, no torch; OpenCV is imported when a video source opens.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from edge_resnet.core import DataError, DependencyError, InputError, SourceError
+from edge_resnet.images import IMAGE_EXTENSIONS, read_image
+
+__all__ = ["SourceOptions", "SourceURI", "VideoSource", "CvSource", "ImageSequenceSource",
+           "create_source", "parse_uri", "gstreamer_available", "csi_pipeline"]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                    ".mjpeg", ".mjpg", ".h264", ".h265", ".flv", ".wmv")
+
+# Network streams: give up on a read/open after this long so an outage is noticed and retried.
+NETWORK_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What the user asked of a source: capture size/rate (cameras), looping and pacing (files)."""
+
+    width: Optional[int] = None
+    height: Optional[int] = None
+    fps: Optional[float] = None
+    loop: int = 0            # files: extra passes; -1 loops forever
+    realtime: bool = False   # files: pace at the file's rate and drop like a live source
+    flip: int = 0            # csi: nvvidconv flip-method
+
+
+@dataclass(frozen=True)
+class SourceURI:
+    """A parsed source URI: ``kind`` picks the implementation, ``location`` is what it opens."""
+
+    uri: str
+    kind: str      # csi | v4l2 | rtsp | http | file | images | gst
+    location: str
+
+    @property
+    def live(self) -> bool:
+        return self.kind not in ("file", "images")
+
+
+def _looks_like_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def parse_uri(uri: str) -> SourceURI:
+    """Name the source kind of ``uri``; unknown schemes are an :class:`InputError`."""
+    text = str(uri).strip()
+    if not text:
+        raise InputError("empty source URI; give e.g. csi://0, /dev/video0, clip.mp4 or a folder")
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        scheme = scheme.lower()
+        table = {"csi": "csi", "v4l2": "v4l2", "rtsp": "rtsp", "rtsps": "rtsp", "http": "http",
+                 "https": "http", "file": "file", "gst": "gst"}
+        if scheme not in table:
+            raise InputError(f"unknown source scheme {scheme!r} in {text!r}; use one of "
+                             "csi://, v4l2://, rtsp://, http://, file://, gst://")
+        kind = table[scheme]
+        location = text if kind in ("rtsp", "http") else rest
+        if kind == "file":
+            return _local_source(text, location)
+        if kind == "csi" and not location.isdigit():
+            raise InputError(f"csi:// needs a sensor index (csi://0), got {text!r}")
+        return SourceURI(text, kind, location)
+    if text.isdigit():
+        return SourceURI(text, "v4l2", text)
+    if text.startswith("/dev/video"):
+        return SourceURI(text, "v4l2", text)
+    return _local_source(text, text)
+
+
+def _local_source(uri: str, location: str) -> SourceURI:
+    path = Path(location).expanduser()
+    if path.is_dir() or _looks_like_glob(location):
+        return SourceURI(uri, "images", str(path))
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return SourceURI(uri, "images", str(path))
+    if not path.exists():
+        raise SourceError(f"source {location!r} does not exist (expected a video file, an image "
+                          "folder or glob, a camera such as /dev/video0 or csi://0, or a stream URL)")
+    return SourceURI(uri, "file", str(path))
+
+
+def gstreamer_available() -> bool:
+    """True when the OpenCV in use was built with GStreamer (Jetson's system OpenCV is)."""
+    cv2 = _import_cv2()
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
+def csi_pipeline(sensor: int, options: SourceOptions) -> str:
+    """The nvarguscamerasrc → BGR appsink pipeline jetson-utils uses for MIPI CSI cameras."""
+    width, height = options.width or 1280, options.height or 720
+    fps = int(options.fps or 30)
+    return (f"nvarguscamerasrc sensor-id={sensor} ! "
+            f"video/x-raw(memory:NVMM), width={width}, height={height}, framerate={fps}/1, "
+            f"format=NV12 ! nvvidconv flip-method={options.flip} ! video/x-raw, format=BGRx ! "
+            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+def _import_cv2() -> Any:
+    try:
+        import cv2
+    except ImportError as exc:
+        raise DependencyError(
+            "video sources need OpenCV: `pip install edge-resnet[video]` (on a Jetson use the "
+            "system OpenCV, which has GStreamer)") from exc
+    return cv2
+
+
+class VideoSource:
+    """Base of the sources: ``open`` (raises :class:`SourceError`), ``read`` (None = no frame)."""
+
+    def __init__(self, uri: SourceURI, options: SourceOptions) -> None:
+        self.uri = uri
+        self.options = options
+        self.live = uri.live
+        self.frame_rate: Optional[float] = None
+        self.frame_count: Optional[int] = None
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> Optional[np.ndarray]:
+        raise NotImplementedError
+
+    def rewind(self) -> bool:
+        """Go back to the first frame (for --loop); False when the source cannot."""
+        self.close()
+        self.open()
+        return True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.uri.uri
+
+
+class CvSource(VideoSource):
+    """Anything OpenCV's VideoCapture opens: files and HTTP/RTSP (FFmpeg), V4L2, GStreamer."""
+
+    def __init__(self, uri: SourceURI, options: SourceOptions) -> None:
+        super().__init__(uri, options)
+        self._cap: Any = None
+        self.position = 0
+
+    def _target(self, cv2: Any) -> "tuple[Any, int]":
+        kind, loc = self.uri.kind, self.uri.location
+        if kind in ("csi", "gst"):
+            if not gstreamer_available():
+                raise DependencyError(
+                    f"{self.uri.uri} needs OpenCV built with GStreamer, and this OpenCV "
+                    f"({cv2.__version__}) has none (pip wheels never do). On a Jetson uninstall "
+                    "opencv-python* from pip so the JetPack OpenCV (with GStreamer) is used.")
+            pipeline = csi_pipeline(int(loc), self.options) if kind == "csi" else loc
+            return pipeline, cv2.CAP_GSTREAMER
+        if kind == "v4l2":
+            index = int(loc) if loc.isdigit() else loc
+            if isinstance(index, str) and index.startswith("/dev/video") and index[10:].isdigit():
+                index = int(index[10:])
+            return index, getattr(cv2, "CAP_V4L2", cv2.CAP_ANY)
+        return loc, cv2.CAP_FFMPEG
+
+    def open(self) -> None:
+        cv2 = _import_cv2()
+        target, api = self._target(cv2)
+        params: List[int] = []
+        if self.uri.kind in ("rtsp", "http"):
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+        cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
+        if self.uri.kind == "v4l2" and cap.isOpened():
+            self._apply_camera_options(cv2, cap)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open source {self.uri.uri}: OpenCV could not open "
+                              f"{target!r}; check that it exists, is reachable and is a "
+                              "video/camera this OpenCV can decode")
+        self._cap = cap
+        self.position = 0
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.frame_rate = float(fps) if fps and 0 < fps < 1000 else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if count > 0 and not self.live else None
+
+    def _apply_camera_options(self, cv2: Any, cap: Any) -> None:
+        opts = self.options
+        if opts.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, opts.width)
+        if opts.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, opts.height)
+        if opts.fps:
+            cap.set(cv2.CAP_PROP_FPS, opts.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+
+    def read(self) -> Optional[np.ndarray]:
+        if self._cap is None:
+            raise SourceError(f"source {self.uri.uri} is not open")
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        self.position += 1
+        if frame.ndim == 2:
+            frame = np.repeat(frame[:, :, None], 3, axis=2)
+        return frame
+
+    def rewind(self) -> bool:
+        cv2 = _import_cv2()
+        if self._cap is not None and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            self.position = 0
+            return True
+        return super().rewind()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ImageSequenceSource(VideoSource):
+    """A folder (recursively, sorted) or glob of images, delivered as frames in name order.
+
+    An unreadable image raises :class:`DataError` naming the file; the capture loop counts it
+    as a corrupt frame and goes on.
+    """
+
+    def __init__(self, uri: SourceURI, options: SourceOptions) -> None:
+        super().__init__(uri, options)
+        self.files: List[Path] = []
+        self.position = 0
+
+    def open(self) -> None:
+        loc = self.uri.location
+        if Path(loc).is_dir():
+            files = [Path(d) / f for d, _, names in sorted(os.walk(loc)) for f in sorted(names)]
+        else:
+            files = [Path(p) for p in sorted(glob.glob(loc, recursive=True))]
+        self.files = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS
+                      and not p.name.startswith(".")]
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in {loc!r}")
+        self.frame_count = len(self.files)
+        self.position = 0
+
+    def read(self) -> Optional[np.ndarray]:
+        if self.position >= len(self.files):
+            return None
+        path = self.files[self.position]
+        self.position += 1
+        try:
+            rgb = read_image(path)
+        except DataError as exc:
+            raise DataError(f"corrupt frame {self.position - 1}: {exc}") from exc
+        return np.ascontiguousarray(rgb[:, :, ::-1])
+
+    def rewind(self) -> bool:
+        self.position = 0
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+_SOURCES: Dict[str, Callable[[SourceURI, SourceOptions], VideoSource]] = {
+    "images": ImageSequenceSource,
+    "csi": CvSource, "v4l2": CvSource, "rtsp": CvSource, "http": CvSource, "file": CvSource,
+    "gst": CvSource,
+}
+
+
+def create_source(uri: str, options: Optional[SourceOptions] = None) -> VideoSource:
+    """Pick the source implementation from the URI (does not open it)."""
+    parsed = parse_uri(uri)
+    return _SOURCES[parsed.kind](parsed, options or SourceOptions())
