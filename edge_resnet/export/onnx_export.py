@@ -118,6 +118,9 @@ class _Preprocess(nn.Module):
     (float32 ``mean*255`` and ``1/(std*255)``), in the frames' channel order.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, spec: ModelSpec, input_color_order: str) -> None:
         super().__init__()
         mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
@@ -138,6 +141,17 @@ class _ExportNet(nn.Module):
     The ResNet's submodules keep their attribute names, so tensor names are the same as when
     exporting the bare torchvision model, whatever the options.
     """
+
+    conv1: nn.Module
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+    avgpool: nn.Module
+    fc: nn.Module
 
     def __init__(self, resnet: nn.Module, preprocess: Optional[nn.Module],
                  with_features: bool) -> None:
@@ -189,8 +203,9 @@ def _torch_export(net: nn.Module, dummy: torch.Tensor, opset: int, names: List[s
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         try:
-            torch.onnx.export(net, (dummy,), buffer, dynamo=False, opset_version=opset,
-                              input_names=names[:1], output_names=names[1:],
+            torch.onnx.export(net, (dummy,), buffer,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=opset, input_names=names[:1],
+                              output_names=names[1:],
                               dynamic_axes=axes, do_constant_folding=True,
                               training=torch.onnx.TrainingMode.EVAL)
         except Exception as exc:  # torch raises many untyped errors while tracing/exporting
@@ -304,8 +319,12 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, op
         data = proto.SerializeToString()
     except ValueError as exc:  # protobuf refuses > 2 GiB
         raise ModelError(f"the graph is too large for a single ONNX file: {exc}") from exc
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
+    try:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}; choose a writable "
+                         "output path") from exc
     ops: Dict[str, int] = {}
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
@@ -315,6 +334,6 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, op
         output_names=tuple(o.name for o in proto.graph.output),
         output_shapes={o.name: _dims(o) for o in proto.graph.output},
         file_size=len(data), seconds=time.perf_counter() - started, op_counts=ops)
-    log.info("exported %s (%.1f MB, opset %d) in %.1fs", out, len(data) / 1e6, opset,
+    log.debug("exported %s (%.1f MB, opset %d) in %.1fs", out, len(data) / 1e6, opset,
              result.seconds)
     return result

@@ -11,18 +11,23 @@ in logits; a normalisation or channel-order mistake moves logits by ~1e-1 or mor
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
-from edge_resnet.core import InputError, ModelSpec, ParityError
+from edge_resnet.core import DataError, InputError, ModelSpec, ParityError
+from edge_resnet.images import ImageFolder
+from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import preprocess_batch
 
-__all__ = ["DEFAULT_ATOL", "DEFAULT_MIN_AGREEMENT", "DEFAULT_RTOL", "ParityReport", "check_fused_vs_unfused",
-           "check_parity", "compare_logits"]
+__all__ = ["DEFAULT_ATOL", "DEFAULT_MIN_AGREEMENT", "DEFAULT_RTOL", "CheckImages", "ParityReport",
+           "check_fused_vs_unfused", "check_parity", "compare_logits", "export_verified",
+           "load_check_images"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, *, reference_na
 
 
 def _raise_if_failed(report: ParityReport) -> ParityReport:
-    log.info(report.summary())
+    log.debug(report.summary())
     if not report.ok:
         raise ParityError(report.summary() + "; the export does not reproduce the model: check "
                           "mean/std, colour order and resolution of the spec")
@@ -197,3 +202,72 @@ def check_fused_vs_unfused(fused_onnx: "str | Path", unfused_onnx: "str | Path",
         reference, candidate, reference_name=f"onnxruntime:{Path(unfused_onnx).name}",
         candidate_name=f"onnxruntime:{Path(fused_onnx).name}", atol=atol,
         min_top1_agreement=min_top1_agreement, rtol=rtol))
+
+
+# --------------------------------------------------------------------------- export + proof
+
+@dataclass(frozen=True)
+class CheckImages:
+    """Images for a parity proof and a line saying where they came from."""
+
+    images: List[np.ndarray]
+    description: str
+
+
+def load_check_images(folder: "Optional[str | Path]" = None, count: int = 32,
+                      seed: int = 0) -> CheckImages:
+    """``count`` images from ``folder`` (any layout), or scikit-learn's bundled digits.
+
+    The digits need no download, so every export can be proven, even offline; a folder of the
+    user's own photos is the better proof and is used whenever given.
+    """
+    if count < 1:
+        raise InputError(f"number of check images must be positive, got {count}")
+    if folder is not None:
+        source = ImageFolder(folder, labeled=False)
+        images = [img for _, img in source.iter_images(source.sample(count, seed))]
+        if not images:
+            raise DataError(f"none of the sampled files in {folder} is a readable image "
+                            f"({source.skips.count} skipped)")
+        skipped = f", {source.skips.count} unreadable skipped" if source.skips.count else ""
+        return CheckImages(images, f"{len(images)} images from {folder}{skipped}")
+    from edge_resnet.demo import write_digits_folder
+
+    with tempfile.TemporaryDirectory(prefix="edge-resnet-digits-") as tmp:
+        digits = write_digits_folder(tmp, size=32)
+        source = ImageFolder(digits.test_dir, labeled=False)
+        images = [img for _, img in source.iter_images(source.sample(count, seed))]
+    return CheckImages(images, f"{len(images)} scikit-learn digits (32x32 demo images; "
+                               "pass --check-data for your own)")
+
+
+def export_verified(model: Any, spec: ModelSpec, out_path: "str | Path",
+                    images: Optional[Sequence[np.ndarray]], *, atol: float = DEFAULT_ATOL,
+                    rtol: float = DEFAULT_RTOL,
+                    min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
+                    **export_options: Any) -> Tuple[Any, Optional[ParityReport]]:
+    """Export, prove parity on ``images``, and only then move the file to ``out_path``.
+
+    The graph is written into a temporary folder beside ``out_path``; a failed export or parity
+    proof leaves nothing at ``out_path``, so no later stage can pick up an unproven model.
+    ``images=None`` skips the proof (returns ``None`` as the report).
+    """
+    from edge_resnet.export.onnx_export import export_onnx
+
+    _check_thresholds(atol, min_top1_agreement, rtol)
+    try:
+        final = ensure_parent(out_path)
+        stage = tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {out_path}: {exc.strerror or exc}; choose a writable "
+                         "output path") from exc
+    with stage as tmp:
+        staged = Path(tmp) / final.name
+        result = export_onnx(model, spec, staged, **export_options)
+        report = None
+        if images is not None:
+            report = check_parity(model, staged, images, spec, atol=atol, rtol=rtol,
+                                  min_top1_agreement=min_top1_agreement)
+        os.replace(staged, final)
+    result.path = final
+    return result, report
