@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union)
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -29,6 +30,7 @@ __all__ = ["ModelLike", "PredictResult", "check_same_labels", "evaluate", "named
 
 ModelLike = Union[Backend, str, Path]
 ImageSource = Union[ImageFolder, Sequence[ImageRecord], Sequence[Any]]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -95,6 +97,20 @@ def _decoded_chunks(items: Sequence[Any], are_records: bool, size: int, skips: S
         yield images, labels, paths
 
 
+def _prefetched(chunks: Iterator[_T]) -> Iterator[_T]:
+    """Decode the next chunk in a worker thread while the models run on the current one
+    (Pillow's decoders and the inference runtimes release the GIL), so a fast accelerator is
+    not left waiting for the JPEG decoder."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-decode") as pool:
+        future = pool.submit(next, chunks, None)
+        while True:
+            item = future.result()
+            if item is None:
+                return
+            future = pool.submit(next, chunks, None)
+            yield item
+
+
 def _infer(backend: Backend, images: Sequence[Any]) -> Tuple[np.ndarray, float]:
     batch = preprocess_batch(images, backend.spec)
     start = time.perf_counter()
@@ -126,8 +142,8 @@ def _run_models(backends: Sequence[Backend], source: ImageSource, batch_size: in
     labels: List[Optional[int]] = []
     paths: List[str] = []
     with contextlib.closing(_progress(len(items), progress)) as bar:
-        for images, chunk_labels, chunk_paths in _decoded_chunks(items, are_records, batch_size,
-                                                                 skips):
+        decoded = _decoded_chunks(items, are_records, batch_size, skips)
+        for images, chunk_labels, chunk_paths in _prefetched(decoded):
             for i, backend in enumerate(backends):
                 logits, spent = _infer(backend, images)
                 chunks[i].append(logits)

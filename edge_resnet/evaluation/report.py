@@ -18,8 +18,7 @@ from edge_resnet.evaluation.metrics import AgreementStats
 from edge_resnet.io_utils import atomic_write_json, atomic_write_text
 
 __all__ = ["EvalReport", "ModelResult", "gate_line", "render_markdown", "report_paths",
-           "summary_table",
-           "write_report"]
+           "summary_table", "write_report"]
 
 _MAX_CLASS_ROWS = 30  # larger label sets show only the classes that dropped most
 _MAX_SKIPPED_SHOWN = 5

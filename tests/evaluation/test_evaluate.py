@@ -48,11 +48,18 @@ AGREEMENT = 4 / 7
 
 
 def make_model(path: Path, bias: Sequence[float] = (0.0, 0.0, 0.0), fused: bool = False,
-               spec: ModelSpec = SPEC, scale: float = 255.0) -> Path:
-    """x -> GlobalAveragePool -> Flatten -> Gemm(scale * I, bias): logits = mean colour + bias."""
+               spec: ModelSpec = SPEC, scale: float = 255.0, bgr: bool = False) -> Path:
+    """x -> GlobalAveragePool -> Flatten -> Gemm(scale * I, bias): logits = mean colour + bias.
+
+    ``fused`` takes uint8 NHWC frames; with ``bgr`` they arrive in BGR order, so the class
+    "red" reads input channel 2 (the weight columns are reversed).
+    """
     n = spec.num_classes
     weight = np.zeros((n, 3), np.float32)
     weight[np.arange(min(n, 3)), np.arange(min(n, 3))] = scale
+    if bgr:
+        weight = np.ascontiguousarray(weight[:, ::-1])
+        spec = spec.with_changes(input_color_order="BGR")
     inits = [helper.make_tensor("W", TensorProto.FLOAT, [n, 3], weight.ravel().tolist()),
              helper.make_tensor("B", TensorProto.FLOAT, [n], list(bias))]
     nodes = []
@@ -98,7 +105,8 @@ def data(tmp_path: Path) -> Path:
 def models(tmp_path: Path) -> Dict[str, Path]:
     return {"ref": make_model(tmp_path / "ref.onnx"),
             "biased": make_model(tmp_path / "biased.onnx", bias=(0.0, 0.0, 60.0)),
-            "fused": make_model(tmp_path / "fused.onnx", fused=True)}
+            "fused": make_model(tmp_path / "fused.onnx", fused=True),
+            "fused_bgr": make_model(tmp_path / "fused_bgr.onnx", fused=True, bgr=True)}
 
 
 def test_exact_drop_agreement_and_per_class(data: Path, models: Dict[str, Path]) -> None:
@@ -126,12 +134,13 @@ def test_exact_drop_agreement_and_per_class(data: Path, models: Dict[str, Path])
 
 
 def test_same_model_and_fused_graph_agree_exactly(data: Path, models: Dict[str, Path]) -> None:
-    report = evaluate(models["ref"], [models["ref"], models["fused"]], data, progress=False)
+    report = evaluate(models["ref"], [models["ref"], models["fused"], models["fused_bgr"]], data,
+                      progress=False)
     for cand in report.candidates:
         assert cand.drop_top1 == 0.0 and cand.top1 == pytest.approx(REF_TOP1)
         assert cand.agreement is not None and cand.agreement.agreement == 1.0
         assert cand.agreement.kl_max < 1e-9 and cand.agreement.cosine_min > 1 - 1e-9
-    assert [c.name for c in report.candidates] == ["ref", "fused"]
+    assert [c.name for c in report.candidates] == ["ref", "fused", "fused_bgr"]
 
 
 def test_gate_sets_verdict(data: Path, models: Dict[str, Path]) -> None:
