@@ -1,0 +1,294 @@
+"""``calibrate``: statistics → ranges per method → QDQ INT8 + TensorRT cache (+ FP16, + mixed).
+
+Every stage writes its artifact atomically and is skipped when that artifact already exists for
+the same model and settings, so an interrupted run resumes where it stopped. Nothing is written
+before the model, the options and the data have been validated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edge_resnet.calibration.graph import resnet_layout
+from edge_resnet.calibration.methods import MethodOptions, compute_ranges, method_names
+from edge_resnet.calibration.stats import (ActivationStats, collect_stats, load_onnx,
+                                           model_fingerprint)
+from edge_resnet.core import InputError, ModelSpec
+from edge_resnet.io_utils import atomic_write_json
+
+__all__ = ["CalibrationOptions", "CalibrationResult", "MethodArtifacts", "calibrate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Everything ``calibrate`` can be told; validated before any work starts."""
+
+    methods: Tuple[str, ...] = ("entropy",)
+    percentile: float = 99.99
+    num_images: Optional[int] = 512
+    seed: int = 0
+    batch_size: int = 16
+    num_bins: int = 2048
+    stats_path: Optional[Path] = None
+    trt_version: Union[int, str] = 8502
+    fp16: bool = False
+    keep_io_types: bool = True
+    quantize_fc: bool = False
+    max_drop: Optional[float] = None
+    eval_data: Optional[Path] = None
+    eval_images: Optional[int] = None
+    sensitivity_images: int = 64
+    frame_stride: int = 1
+    reader: Optional[str] = None
+    threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from edge_resnet.calibration.trt_cache import parse_trt_version
+
+        methods = tuple(method_names()) if "all" in self.methods else tuple(self.methods)
+        unknown = [m for m in methods if m not in method_names()]
+        if unknown or not methods:
+            raise InputError(f"unknown calibration method(s) {unknown}; choose from "
+                             f"{', '.join(method_names())} or all")
+        object.__setattr__(self, "methods", methods)
+        MethodOptions(percentile=self.percentile)
+        parse_trt_version(self.trt_version)
+        if self.num_images is not None and self.num_images <= 0:
+            raise InputError(f"--num-images must be a positive number, got {self.num_images}")
+        if self.batch_size <= 0:
+            raise InputError(f"batch size must be positive, got {self.batch_size}")
+        if self.max_drop is not None:
+            if not self.max_drop >= 0:
+                raise InputError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+            if self.eval_data is None:
+                raise InputError("--max-drop needs --eval-data: a labeled held-out folder "
+                                 "(one subfolder per class) to measure the drop on")
+        if self.eval_data is not None and not Path(self.eval_data).is_dir():
+            raise InputError(f"evaluation folder {self.eval_data} does not exist")
+
+    @property
+    def method_options(self) -> MethodOptions:
+        return MethodOptions(percentile=self.percentile)
+
+
+@dataclass
+class MethodArtifacts:
+    method: str
+    qdq_path: Path
+    ranges_path: Path
+    cache_path: Path
+    reused: bool = False
+    top1: Optional[float] = None
+
+
+@dataclass
+class CalibrationResult:
+    out_dir: Path
+    stats_path: Path
+    stats_reused: bool
+    images_used: int
+    skipped: int
+    stats_seconds: float
+    methods: Dict[str, MethodArtifacts] = field(default_factory=dict)
+    fp16_path: Optional[Path] = None
+    fp32_top1: Optional[float] = None
+    fp16_top1: Optional[float] = None
+    best_method: Optional[str] = None
+    mixed_path: Optional[Path] = None
+    mixed: Optional[Any] = None
+    summary_path: Optional[Path] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("methods", "mixed")}
+        data["methods"] = {k: asdict(v) for k, v in self.methods.items()}
+        data["mixed"] = asdict(self.mixed) if self.mixed is not None else None
+        return json.loads(json.dumps(data, default=str))
+
+
+def _spec_of(model: Any, spec: Optional[ModelSpec]) -> ModelSpec:
+    if spec is not None:
+        return spec
+    return ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: Path,
+           opts: CalibrationOptions, fingerprint: str) -> Tuple[ActivationStats, bool, int]:
+    from edge_resnet.calibration.readers import ReaderOptions, open_reader
+
+    if path.is_file():
+        stats = ActivationStats.load(path, fingerprint=fingerprint)
+        log.info("reusing statistics %s (%d images)", path, stats.num_images)
+        return stats, True, stats.skipped
+    if data is None:
+        raise InputError(f"no calibration data given and no statistics file at {path}")
+    reader = open_reader(data, spec, ReaderOptions(opts.num_images, opts.seed, opts.batch_size,
+                                                   opts.frame_stride), kind=opts.reader)
+    stats = collect_stats(model, reader, num_bins=opts.num_bins, threads=opts.threads,
+                          total=reader.expected_images(), progress=opts.progress,
+                          source=str(data))
+    stats.skipped = reader.skips.count
+    stats.save(path)
+    return stats, False, reader.skips.count
+
+
+def _method_stage(model: Any, stats: ActivationStats, method: str, out_dir: Path, stem: str,
+                  opts: CalibrationOptions) -> MethodArtifacts:
+    from edge_resnet.calibration.qdq import QdqOptions, build_qdq, save_model
+    from edge_resnet.calibration.trt_cache import parse_trt_version, write_cache
+
+    version = parse_trt_version(opts.trt_version)
+    art = MethodArtifacts(method, out_dir / f"{stem}.int8.{method}.onnx",
+                          out_dir / f"{stem}.ranges.{method}.json",
+                          out_dir / f"{stem}.{method}.trt{version}.cache")
+    key = {"model": stats.fingerprint, "method": method, "images": stats.num_images,
+           "options": asdict(opts.method_options), "quantize_fc": opts.quantize_fc}
+    if art.qdq_path.is_file() and art.cache_path.is_file() and art.ranges_path.is_file():
+        if json.loads(art.ranges_path.read_text()).get("key") == key:
+            art.reused = True
+            return art
+    started = time.perf_counter()
+    ranges = compute_ranges(stats, method, opts.method_options)
+    seconds = time.perf_counter() - started
+    qdq = build_qdq(model, ranges, QdqOptions(quantize_fc=opts.quantize_fc, method=method))
+    save_model(qdq, art.qdq_path)
+    write_cache(art.cache_path, ranges, method=method, trt_version=version,
+                names=list(stats.tensors))
+    atomic_write_json(art.ranges_path, {"key": key, "method": method, "amax": ranges,
+                                        "range_seconds": seconds,
+                                        "scale": "amax / 127, symmetric int8"})
+    return art
+
+
+def _fp16_stage(model: Any, path: Path, opts: CalibrationOptions, batch: np.ndarray) -> Path:
+    from edge_resnet.calibration.fp16 import check_fp16, convert_fp16
+    from edge_resnet.calibration.qdq import save_model
+
+    if path.is_file():
+        return path
+    half = convert_fp16(model, keep_io_types=opts.keep_io_types)
+    check = check_fp16(model, half, batch)
+    log.info("FP16 check: max |logit diff| %.4f, top-1 agreement %.1f%% on %d images",
+             check.max_abs_diff, 100 * check.top1_agreement, check.images)
+    return save_model(half, path)
+
+
+def _eval_batches(folder: Path, spec: ModelSpec, opts: CalibrationOptions
+                  ) -> Tuple[List[np.ndarray], np.ndarray]:
+    from edge_resnet.calibration.readers import records_reader
+    from edge_resnet.core import DataError
+    from edge_resnet.images import ImageFolder
+
+    images = ImageFolder(folder, labels=spec.labels, labeled=True)
+    records = images.sample(opts.eval_images, opts.seed)
+    batches, labels = [], []
+    for batch, y in records_reader(records, spec, batch_size=64):
+        batches.append(batch)
+        labels.append(y)
+    if not batches:
+        raise DataError(f"evaluation folder {folder} has no readable image")
+    return batches, np.concatenate(labels)
+
+
+def _evaluate_all(model: Any, result: CalibrationResult, batches: Sequence[np.ndarray],
+                  labels: np.ndarray, opts: CalibrationOptions) -> None:
+    from edge_resnet.calibration.mixed import _Runner, _top1
+
+    runner = _Runner(batches, opts.threads)
+    result.fp32_top1 = _top1(runner.logits(model), labels)
+    for art in result.methods.values():
+        art.top1 = _top1(runner.logits(load_onnx(art.qdq_path)), labels)
+    if result.fp16_path is not None:
+        result.fp16_top1 = _top1(runner.logits(load_onnx(result.fp16_path)), labels)
+    result.best_method = max(result.methods.values(), key=lambda a: a.top1 or 0.0).method
+
+
+def _mixed_stage(model: Any, result: CalibrationResult, batches: Sequence[np.ndarray],
+                 labels: np.ndarray, stem: str, opts: CalibrationOptions) -> None:
+    from edge_resnet.calibration.mixed import search_mixed
+    from edge_resnet.calibration.qdq import save_model
+
+    assert result.best_method is not None and opts.max_drop is not None  # set by caller
+    qdq = load_onnx(result.methods[result.best_method].qdq_path)
+    mixed_model, mixed = search_mixed(model, qdq, batches, labels, opts.max_drop,
+                                      sensitivity_images=opts.sensitivity_images,
+                                      threads=opts.threads, progress=opts.progress)
+    result.mixed = mixed
+    result.mixed_path = save_model(mixed_model, result.out_dir / f"{stem}.int8.mixed.onnx")
+
+
+def calibrate(model_onnx: Union[str, Path], data: Optional[Union[str, Path]],
+              out_dir: Union[str, Path], options: Optional[CalibrationOptions] = None, *,
+              spec: Optional[ModelSpec] = None, **overrides: Any) -> CalibrationResult:
+    """Calibrate ``model_onnx`` (an FP32 ResNet ONNX) on ``data`` into ``out_dir``.
+
+    ``data``: image folder, video file or list file (may be None when the statistics file
+    already exists). Options as a :class:`CalibrationOptions` or keyword overrides.
+    Raises :class:`GateError` when ``max_drop`` cannot be met (other artifacts stay).
+    """
+    opts = options or CalibrationOptions(**overrides)
+    if options is not None and overrides:
+        raise InputError("pass either options or keyword overrides, not both")
+    model = load_onnx(model_onnx)
+    resnet_layout(model)
+    spec = _spec_of(model, spec)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} is a file")
+    fingerprint = model_fingerprint(model)
+    if opts.stats_path is not None and Path(opts.stats_path).is_file():
+        ActivationStats.load(opts.stats_path, fingerprint=fingerprint)  # refuse before writing
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(model_onnx).stem
+    stats_path = Path(opts.stats_path) if opts.stats_path else out / f"{stem}.stats.npz"
+    stats, reused, skipped = _stats(model, data, spec, stats_path, opts, fingerprint)
+    result = CalibrationResult(out, stats_path, reused, stats.num_images, skipped, stats.seconds)
+    for method in opts.methods:
+        result.methods[method] = _method_stage(model, stats, method, out, stem, opts)
+    batches: List[np.ndarray] = []
+    labels = np.zeros(0, dtype=np.int64)
+    if opts.eval_data is not None:
+        batches, labels = _eval_batches(Path(opts.eval_data), spec, opts)
+    if opts.fp16:
+        check_batch = batches[0] if batches else _check_batch(data, spec, opts)
+        result.fp16_path = _fp16_stage(model, out / f"{stem}.fp16.onnx", opts, check_batch)
+    if batches:
+        _evaluate_all(model, result, batches, labels, opts)
+    summary = out / f"{stem}.calibration.json"
+    result.summary_path = summary
+    if opts.max_drop is not None:
+        try:
+            _mixed_stage(model, result, batches, labels, stem, opts)
+        finally:
+            atomic_write_json(summary, result.to_dict())
+    else:
+        atomic_write_json(summary, result.to_dict())
+    return result
+
+
+def _check_batch(data: Optional[Union[str, Path]], spec: ModelSpec,
+                 opts: CalibrationOptions) -> np.ndarray:
+    """A batch of calibration images for the FP16 check (random inputs if there is no data)."""
+    from edge_resnet.calibration.readers import ReaderOptions, open_reader
+
+    if data is not None:
+        reader = open_reader(data, spec, ReaderOptions(opts.batch_size, opts.seed,
+                                                       opts.batch_size, opts.frame_stride),
+                             kind=opts.reader)
+        for batch in reader:
+            return batch
+    rng = np.random.default_rng(opts.seed)
+    res = spec.resolution
+    if spec.fused_preprocessing:
+        return rng.integers(0, 256, size=(4, res, res, 3), dtype=np.uint8)
+    return rng.standard_normal((4, 3, res, res)).astype(np.float32)
+

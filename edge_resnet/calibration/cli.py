@@ -1,0 +1,100 @@
+"""``edge-resnet calibrate`` and ``edge-resnet check-qdq``: thin layers over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, List
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    cal = subparsers.add_parser(
+        "calibrate", help="INT8 (QDQ ONNX + TensorRT cache), FP16 and mixed precision",
+        description="One statistics pass over DATA (image folder, video or list file), then "
+                    "ranges per method, a TensorRT-ready QDQ ONNX, a TensorRT calibration "
+                    "cache and a JSON of ranges per method, in --out.")
+    cal.add_argument("model", type=Path, help="FP32 ONNX exported by `edge-resnet export`")
+    cal.add_argument("data", nargs="?", type=Path,
+                     help="calibration images: folder, video file or .txt list of paths "
+                          "(optional when --stats exists)")
+    cal.add_argument("--out", type=Path, required=True, help="output folder")
+    cal.add_argument("--method", default="entropy",
+                     choices=["entropy", "minmax", "percentile", "mse", "all"])
+    cal.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    cal.add_argument("--num-images", type=int, default=512)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--batch-size", type=int, default=16)
+    cal.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
+    cal.add_argument("--stats", type=Path, help="statistics .npz: reused if it exists, "
+                                                "written there otherwise")
+    cal.add_argument("--trt-version", default="8502",
+                     help="TensorRT version of the cache header, e.g. 8502, 8.6.1, 10.3.0")
+    cal.add_argument("--fp16", action="store_true", help="also write an FP16 ONNX")
+    cal.add_argument("--fp16-io", action="store_true",
+                     help="FP16 model takes/returns float16 (default: float32 IO)")
+    cal.add_argument("--quantize-fc", action="store_true", help="quantize the classifier too")
+    cal.add_argument("--eval-data", type=Path, help="labeled held-out folder: top-1 per model")
+    cal.add_argument("--max-drop", type=float,
+                     help="accuracy-aware mode: keep sensitive layers float until the top-1 "
+                          "drop on --eval-data is at most this many points")
+    cal.add_argument("--threads", type=int, default=0)
+    cal.add_argument("--no-progress", action="store_true")
+    cal.set_defaults(func=_calibrate)
+
+    chk = subparsers.add_parser("check-qdq", help="check a QDQ ONNX against TensorRT's rules")
+    chk.add_argument("model", type=Path)
+    chk.set_defaults(func=_check)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from edge_resnet.calibration.api import CalibrationOptions, calibrate
+
+    options = CalibrationOptions(
+        methods=(args.method,), percentile=args.percentile, num_images=args.num_images,
+        seed=args.seed, batch_size=args.batch_size, stats_path=args.stats,
+        trt_version=args.trt_version, fp16=args.fp16, keep_io_types=not args.fp16_io,
+        quantize_fc=args.quantize_fc, max_drop=args.max_drop, eval_data=args.eval_data,
+        frame_stride=args.frame_stride, threads=args.threads, progress=not args.no_progress)
+    result = calibrate(args.model, args.data, args.out, options)
+    lines: List[str] = [f"statistics: {result.stats_path} ({result.images_used} images, "
+                        f"{result.skipped} skipped{', reused' if result.stats_reused else ''})"]
+    if result.fp32_top1 is not None:
+        lines.append(f"| model | top-1 % | drop (points) |\n|---|---|---|\n"
+                     f"| fp32 | {_fmt(result.fp32_top1)} | 0.00 |")
+        if result.fp16_top1 is not None:
+            lines.append(f"| fp16 | {_fmt(result.fp16_top1)} | "
+                         f"{_fmt(result.fp32_top1 - result.fp16_top1)} |")
+    for art in result.methods.values():
+        if art.top1 is not None and result.fp32_top1 is not None:
+            lines.append(f"| int8 {art.method} | {_fmt(art.top1)} | "
+                         f"{_fmt(result.fp32_top1 - art.top1)} |")
+    for art in result.methods.values():
+        lines.append(f"{art.method}: {art.qdq_path}, {art.cache_path}, {art.ranges_path}"
+                     f"{' (reused)' if art.reused else ''}")
+    if result.fp16_path:
+        lines.append(f"fp16: {result.fp16_path}")
+    if result.mixed is not None:
+        lines.append(f"mixed ({result.best_method}): {result.mixed_path}; float layers "
+                     f"{result.mixed.float_nodes or 'none'}; top-1 drop "
+                     f"{result.mixed.drop:.2f} points (plain INT8 {result.mixed.plain_drop:.2f})")
+    print("\n".join(lines))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge_resnet.calibration.checker import check_qdq_file
+
+    violations = check_qdq_file(args.model)
+    for v in violations:
+        print(f"{args.model}: {v}", file=sys.stderr)
+    if violations:
+        return 2
+    print(f"{args.model}: OK (TensorRT explicit-quantization rules)")
+    return 0

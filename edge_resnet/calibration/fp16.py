@@ -1,0 +1,82 @@
+"""FP16 ONNX: float16 weights and activations, the form TensorRT 11's strongly typed networks
+consume (precision comes from the graph, not from builder flags).
+
+Converted with onnxconverter-common's ``float16`` tool; ``keep_io_types`` keeps a float32 input
+and logits (Casts at the edges) so callers need not change their buffers. The result is checked
+on CPU with ONNX Runtime against the FP32 model on the same batch before it is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_resnet.core import CalibrationError, DependencyError
+
+__all__ = ["Fp16Check", "convert_fp16", "check_fp16"]
+
+
+@dataclass(frozen=True)
+class Fp16Check:
+    """FP16 vs FP32 logits on one batch."""
+
+    max_abs_diff: float
+    top1_agreement: float
+    images: int
+
+
+def convert_fp16(model: "object", keep_io_types: bool = True) -> "object":
+    """Return a float16 copy of ``model`` (IO float32 when ``keep_io_types``)."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise DependencyError("FP16 conversion needs onnxconverter-common: "
+                              "pip install 'edge-resnet[host]'") from exc
+    from edge_resnet.calibration.qdq import set_metadata
+
+    with warnings.catch_warnings():  # it warns once per tiny weight it rounds to 1e-7
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(model, keep_io_types=keep_io_types,
+                                                     disable_shape_infer=False)
+    set_metadata(converted, {"edge_resnet.precision": "fp16"})
+    return converted
+
+
+def _session(model: "object") -> "object":
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,  # type: ignore[attr-defined]
+                                providers=["CPUExecutionProvider"])
+
+
+def check_fp16(fp32: "object", fp16: "object", batch: np.ndarray,
+               min_agreement: float = 0.95) -> Fp16Check:
+    """Run both on ``batch`` with ONNX Runtime CPU; refuse NaN/inf or gross disagreement."""
+    ref_session, half_session = _session(fp32), _session(fp16)
+    ref_in = ref_session.get_inputs()[0]  # type: ignore[attr-defined]
+    half_in = half_session.get_inputs()[0]  # type: ignore[attr-defined]
+    ref = ref_session.run(None, {ref_in.name: batch})[0]  # type: ignore[attr-defined]
+    half_batch = batch.astype(np.float16) if "float16" in half_in.type else batch
+    half = half_session.run(None, {half_in.name: half_batch})[0]  # type: ignore[attr-defined]
+    half = half.astype(np.float32)
+    if not np.isfinite(half).all():
+        raise CalibrationError("the FP16 model produces NaN/inf on the calibration batch "
+                               "(activations overflow float16); keep this model in FP32")
+    agreement = float((ref.argmax(1) == half.argmax(1)).mean())
+    result = Fp16Check(float(np.abs(ref - half).max()), agreement, len(batch))
+    if agreement < min_agreement:
+        raise CalibrationError(f"FP16 model agrees with FP32 on only {agreement:.1%} of the "
+                               "check batch; refusing to write it")
+    return result
+
+
+def first_batch(batches: "object") -> Optional[np.ndarray]:
+    for batch in batches:  # type: ignore[attr-defined]
+        return np.asarray(batch)
+    return None

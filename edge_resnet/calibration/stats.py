@@ -1,0 +1,238 @@
+"""One statistics pass: per-tensor min/max and |x| histograms of every activation tensor.
+
+The model runs once over the calibration data with ONNX Runtime, on a copy of the graph whose
+outputs expose every float activation (graph input, and the output of every Conv/Relu/Add/pool/
+Gemm...). All range methods (minmax, entropy, percentile, mse) are computed from these
+statistics afterwards, so choosing or comparing methods never re-runs the model.
+
+Histograms are of absolute values (symmetric INT8, as TensorRT uses), ``num_bins`` bins over
+``[0, width * num_bins]``. The first batch fixes the bin width; when a later batch exceeds the
+covered range, adjacent bins are merged pairwise (the width doubles) until it fits, which keeps
+merging exact and memory bounded (pytorch-quantization instead appends bins of the same width).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from edge_resnet.core import CalibrationError, InputError, ModelError
+from edge_resnet.io_utils import atomic_path
+
+__all__ = ["ActivationStats", "TensorStats", "activation_tensors", "collect_stats",
+           "load_onnx", "model_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+STATS_FORMAT = 1
+_FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+# Ops whose float outputs TensorRT sees as layer outputs (anything else is shape bookkeeping).
+_SKIP_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "ConstantOfShape",
+             "Cast", "Identity"}
+
+
+@dataclass
+class TensorStats:
+    """Statistics of one tensor: signed min/max and a histogram of |x| with bins of ``width``."""
+
+    name: str
+    minimum: float
+    maximum: float
+    hist: np.ndarray
+    width: float
+    count: int = 0
+
+    @property
+    def absmax(self) -> float:
+        return float(max(abs(self.minimum), abs(self.maximum)))
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.arange(len(self.hist) + 1, dtype=np.float64) * self.width
+
+    def update(self, values: np.ndarray) -> None:
+        """Fold one batch of this tensor into the statistics."""
+        self.minimum = min(self.minimum, float(values.min()))
+        self.maximum = max(self.maximum, float(values.max()))
+        self.count += values.size
+        absolute = np.abs(values.ravel(), dtype=np.float32)
+        peak = float(absolute.max())
+        bins = len(self.hist)
+        if self.width == 0.0:
+            if peak == 0.0:
+                self.hist[0] += absolute.size
+                return
+            self.width = peak / bins
+        while peak > self.width * bins:
+            self.hist = np.concatenate([self.hist.reshape(-1, 2).sum(axis=1),
+                                        np.zeros(bins // 2, dtype=self.hist.dtype)])
+            self.width *= 2.0
+        absolute *= np.float32(1.0 / self.width)
+        index = absolute.astype(np.int32)
+        np.minimum(index, bins - 1, out=index)
+        self.hist += np.bincount(index, minlength=bins).astype(np.int64)
+
+
+@dataclass
+class ActivationStats:
+    """Statistics of every calibrated tensor of one model, saved/loaded as ``.npz``."""
+
+    tensors: Dict[str, TensorStats]
+    fingerprint: str
+    num_images: int
+    num_bins: int
+    source: str = ""
+    seconds: float = 0.0
+    skipped: int = 0
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: "str | Path") -> Path:
+        """Write atomically; the fingerprint lets :meth:`load` refuse another model's stats."""
+        names = list(self.tensors)
+        meta = {"format": STATS_FORMAT, "fingerprint": self.fingerprint, "names": names,
+                "num_images": self.num_images, "num_bins": self.num_bins, "source": self.source,
+                "seconds": self.seconds, "skipped": self.skipped, "extra": self.extra}
+        arrays: Dict[str, np.ndarray] = {
+            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+            "hist": np.stack([self.tensors[n].hist for n in names]),
+            "scalars": np.array([[t.minimum, t.maximum, t.width, t.count]
+                                 for t in self.tensors.values()], dtype=np.float64),
+        }
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise InputError(f"statistics file {path} should end in .npz")
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+        return path
+
+    @classmethod
+    def load(cls, path: "str | Path", fingerprint: Optional[str] = None) -> "ActivationStats":
+        """Read statistics; with ``fingerprint``, refuse a file made from another model."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"statistics file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+                hist, scalars = data["hist"], data["scalars"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CalibrationError(f"{path} is not an edge-resnet statistics file: {exc}") from exc
+        if meta.get("format") != STATS_FORMAT:
+            raise CalibrationError(f"{path}: unsupported statistics format {meta.get('format')}")
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
+            raise CalibrationError(
+                f"{path} holds statistics of another model (fingerprint "
+                f"{meta['fingerprint'][:12]} != {fingerprint[:12]}); re-run calibration without "
+                "--stats or pass the statistics of this model")
+        tensors = {name: TensorStats(name, float(s[0]), float(s[1]), hist[i].astype(np.int64),
+                                     float(s[2]), int(s[3]))
+                   for i, (name, s) in enumerate(zip(meta["names"], scalars))}
+        return cls(tensors=tensors, fingerprint=meta["fingerprint"],
+                   num_images=int(meta["num_images"]), num_bins=int(meta["num_bins"]),
+                   source=meta.get("source", ""), seconds=float(meta.get("seconds", 0.0)),
+                   skipped=int(meta.get("skipped", 0)), extra=dict(meta.get("extra", {})))
+
+
+def load_onnx(path: "str | Path") -> "object":
+    """Load an ONNX model or raise :class:`ModelError` saying what is wrong with the file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        raise ModelError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {exc})") from exc
+    return model
+
+
+def model_fingerprint(model: "object") -> str:
+    """sha256 of the graph (structure and weights, not metadata): identifies the model."""
+    graph = model.graph  # type: ignore[attr-defined]
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def activation_tensors(model: "object") -> List[str]:
+    """Float graph inputs and float outputs of compute nodes, in graph order.
+
+    These are the tensors TensorRT assigns dynamic ranges to, and a superset of those the QDQ
+    graph quantizes.
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    initializers = {init.name for init in graph.initializer}
+    names = [i.name for i in graph.input
+             if i.name not in initializers and types.get(i.name) in _FLOAT_TYPES]
+    for node in graph.node:
+        if node.op_type in _SKIP_OPS:
+            continue
+        names.extend(out for out in node.output if out and types.get(out) in _FLOAT_TYPES)
+    return names
+
+
+def _augmented_session(model: "object", names: Sequence[str], threads: int) -> "object":
+    import onnx
+    import onnxruntime as ort
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)  # type: ignore[arg-type]
+    existing = {o.name for o in augmented.graph.output}
+    for name in names:
+        if name not in existing:
+            augmented.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # Optimisations could fuse away the tensors we expose; keep the graph as TensorRT parses it.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(augmented.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def collect_stats(model: "object", batches: Iterable[np.ndarray], *, num_bins: int = 2048,
+                  tensors: Optional[Sequence[str]] = None, threads: int = 0,
+                  total: Optional[int] = None, progress: bool = True, source: str = ""
+                  ) -> ActivationStats:
+    """Run the model once over ``batches`` and return statistics of ``tensors``
+    (default: :func:`activation_tensors`)."""
+    from tqdm import tqdm
+
+    if num_bins < 256 or num_bins % 2:
+        raise InputError(f"histogram bins must be an even number >= 256, got {num_bins}")
+    names = list(tensors) if tensors is not None else activation_tensors(model)
+    session = _augmented_session(model, names, threads)
+    input_name = session.get_inputs()[0].name  # type: ignore[attr-defined]
+    stats = {n: TensorStats(n, float("inf"), float("-inf"), np.zeros(num_bins, np.int64), 0.0)
+             for n in names}
+    started, seen = time.perf_counter(), 0
+    bar = tqdm(total=total, unit="img", desc="statistics", file=sys.stderr,
+               disable=not progress or None)
+    try:
+        for batch in batches:
+            outputs = session.run(names, {input_name: batch})  # type: ignore[attr-defined]
+            for name, values in zip(names, outputs):
+                stats[name].update(values)
+            seen += len(batch)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    if seen == 0:
+        raise CalibrationError("the calibration data yielded no batch")
+    return ActivationStats(tensors=stats, fingerprint=model_fingerprint(model), num_images=seen,
+                           num_bins=num_bins, source=source,
+                           seconds=time.perf_counter() - started)
