@@ -112,7 +112,7 @@ class VideoOutput(Output):
         import cv2
         if self._writer is None:
             h, w = frame.image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.codec),
                                            self.fps, (w, h))
             if not self._writer.isOpened():
                 raise SourceError(f"cannot write video {self.path} with codec {self.codec}")

@@ -218,6 +218,8 @@ class CvSource(VideoSource):
 
     def read(self) -> Optional[np.ndarray]:
         if self._cap is None:
+            if self.live:  # lost and not reopened yet: the capture loop reconnects
+                return None
             raise SourceError(f"source {self.uri.uri} is not open")
         ok, frame = self._cap.read()
         if not ok or frame is None:

@@ -1,0 +1,115 @@
+"""Embedding gallery on real data: the ten digits as identities, one left out as a stranger."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+
+from edge_resnet.backends import load_backend
+from edge_resnet.cli import main
+from edge_resnet.core import InputError, ModelError
+from edge_resnet.runtime.gallery import Gallery, embed_images, enroll
+from edge_resnet.runtime.postprocess import UNKNOWN
+from fixtures import load_labeled_images
+
+LEFT_OUT = "9"
+
+
+@pytest.fixture(scope="module")
+def enrol_dir(digits_dirs: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """digits/train with identity 9 left out (symlinks, no copies)."""
+    root = tmp_path_factory.mktemp("enrol")
+    for sub in sorted(Path(digits_dirs.train_dir).iterdir()):
+        if sub.is_dir() and sub.name != LEFT_OUT:
+            os.symlink(sub, root / sub.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def gallery_and_scores(digits_features_onnx: Path, enrol_dir: Path, digits_dirs: Any,
+                       tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    with load_backend("onnxruntime", digits_features_onnx, threads=2) as backend:
+        gallery = enroll(backend, enrol_dir)
+        path = gallery.save(tmp_path_factory.mktemp("gallery") / "digits.npz")
+        test = load_labeled_images(digits_dirs.test_dir)
+        classes = sorted(p.name for p in Path(digits_dirs.test_dir).iterdir() if p.is_dir())
+        feats = embed_images(backend, [img for img, _ in test])
+    names = [classes[y] for _, y in test]
+    matches = Gallery.load(path).match(feats, gallery.suggested_threshold)
+    return {"gallery": gallery, "path": path, "names": names, "matches": matches}
+
+
+def test_enrolment_is_unit_norm_means(gallery_and_scores: Dict[str, Any]) -> None:
+    gallery = gallery_and_scores["gallery"]
+    assert gallery.names == [str(d) for d in range(9)]
+    assert gallery.embeddings.shape == (9, 2048)
+    np.testing.assert_allclose(np.linalg.norm(gallery.embeddings, axis=1), 1.0, atol=1e-5)
+    assert all(n > 100 for n in gallery.counts)
+    assert 0.0 < gallery.suggested_threshold < 1.0
+
+
+def test_known_identities_match_on_the_other_split(gallery_and_scores: Dict[str, Any]) -> None:
+    names, matches = gallery_and_scores["names"], gallery_and_scores["matches"]
+    known = [(n, m) for n, m in zip(names, matches) if n != LEFT_OUT]
+    correct = np.mean([m.identity == n for n, m in known])
+    nearest = np.mean([m.best == n for n, m in known])
+    print(f"known: matched {correct:.3f}, nearest identity correct {nearest:.3f}, n={len(known)}")
+    assert nearest >= 0.95
+    assert correct >= 0.85
+
+
+def test_left_out_identity_is_rejected(gallery_and_scores: Dict[str, Any]) -> None:
+    names, matches = gallery_and_scores["names"], gallery_and_scores["matches"]
+    strangers = [m for n, m in zip(names, matches) if n == LEFT_OUT]
+    rejected = np.mean([m.identity == UNKNOWN for m in strangers])
+    known_sims = [m.similarity for n, m in zip(names, matches) if n != LEFT_OUT]
+    stranger_sims = [m.similarity for m in strangers]
+    print(f"unknown '{LEFT_OUT}': rejected {rejected:.3f} of {len(strangers)}; similarity "
+          f"known median {np.median(known_sims):.3f}, stranger median "
+          f"{np.median(stranger_sims):.3f}")
+    assert len(strangers) > 20
+    assert rejected >= 0.7
+    assert np.median(stranger_sims) < np.median(known_sims)
+
+
+def test_gallery_file_round_trip_and_checks(gallery_and_scores: Dict[str, Any],
+                                            digits_onnx: Path, digits_dirs: Any,
+                                            tmp_path: Path) -> None:
+    gallery, path = gallery_and_scores["gallery"], gallery_and_scores["path"]
+    loaded = Gallery.load(path)
+    assert loaded.names == gallery.names and loaded.fingerprint == gallery.fingerprint
+    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
+    with pytest.raises(ModelError, match="not match"):
+        loaded.match(np.ones((1, 10), np.float32), 0.5)
+    with pytest.raises(InputError, match=".npz"):
+        gallery.save(tmp_path / "g.bin")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="not an edge-resnet gallery"):
+        Gallery.load(bad)
+    with load_backend("onnxruntime", digits_onnx) as plain:        # no features output
+        with pytest.raises(ModelError, match="no features output"):
+            enroll(plain, digits_dirs.test_dir)
+
+
+def test_cli_enroll_and_run_with_gallery(digits_features_onnx: Path, enrol_dir: Path,
+                                         digits_dirs: Any, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "g.npz"
+    assert main(["gallery", "enroll", str(enrol_dir), "--model", str(digits_features_onnx),
+                 "--out", str(out), "--threads", "2"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["identities"] == 9 and out.is_file()
+    events_path = tmp_path / "ids.jsonl"
+    test_three = Path(digits_dirs.test_dir) / "3"
+    assert main(["run", str(digits_features_onnx), str(test_three), str(events_path),
+                 "--gallery", str(out), "--threads", "2", "--stats-interval", "0"]) == 0
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    assert len(events) == len(list(test_three.iterdir()))
+    share = np.mean([e["identity"] == "3" for e in events])
+    assert share >= 0.85 and all(-1 <= e["similarity"] <= 1 for e in events)

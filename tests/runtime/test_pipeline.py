@@ -1,0 +1,151 @@
+"""The pipeline end to end on OpenCV-written videos with the trained digits ResNet50."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Tuple
+
+import numpy as np
+import pytest
+
+from edge_resnet.backends import load_backend
+from edge_resnet.core import ModelError
+from edge_resnet.preprocessing import preprocess_batch
+from edge_resnet.runtime.gallery import Gallery
+from edge_resnet.runtime.outputs import create_output
+from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
+from edge_resnet.runtime.service import build_pipeline
+from edge_resnet.runtime.sources import SourceOptions, create_source
+from conftest import digit_frames, read_video, write_video
+
+
+def _events(path: Path) -> List[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_video_results_equal_direct_inference(digits_onnx: Path, digits_video: Tuple[Path, list],
+                                              tmp_path: Path) -> None:
+    video, labels = digits_video
+    out = tmp_path / "events.jsonl"
+    pipeline = build_pipeline(digits_onnx, str(video), [str(out)], threads=2,
+                              config=PipelineConfig(top_k=3))
+    snap = pipeline.run()
+    events = _events(out)
+    assert [e["frame"] for e in events] == list(range(40))
+    c = snap["counts"]
+    assert (c["captured"], c["processed"], c["dropped"]) == (40, 40, 0)
+    # same frames decoded independently, preprocessed as BGR, inferred directly
+    with load_backend("onnxruntime", digits_onnx) as backend:
+        frames = read_video(video)
+        logits = backend.infer(preprocess_batch(frames, backend.spec, color_order="BGR")).logits
+    direct = [backend.spec.labels[i] for i in logits.argmax(1)]
+    assert [e["label"] for e in events] == direct
+    accuracy = np.mean([e["label"] == backend.spec.labels[y] for e, y in zip(events, labels)])
+    assert accuracy >= 0.9, accuracy
+    first = events[0]
+    assert set(first) >= {"timestamp", "frame", "topk", "latency_ms", "label", "prob"}
+    assert len(first["topk"]) == 3 and first["latency_ms"] > 0
+    assert snap["latency_ms"]["end_to_end"]["p99"] >= snap["latency_ms"]["infer"]["p50"]
+
+
+def test_batching_gives_the_same_results(digits_onnx: Path, digits_video: Tuple[Path, list],
+                                         tmp_path: Path) -> None:
+    video, _ = digits_video
+    outs = []
+    for batch in (1, 8):
+        out = tmp_path / f"b{batch}.jsonl"
+        snap = build_pipeline(digits_onnx, str(video), [str(out)], threads=2,
+                              config=PipelineConfig(max_batch=batch, max_wait_ms=50)).run()
+        outs.append((_events(out), snap))
+    (one, snap1), (eight, snap8) = outs
+    assert [e["label"] for e in one] == [e["label"] for e in eight]
+    np.testing.assert_allclose([e["prob"] for e in one], [e["prob"] for e in eight], atol=1e-4)
+    assert snap1["counts"]["batches"] == 40
+    assert snap8["counts"]["batches"] < 40
+
+
+def test_fused_preprocessing_model_agrees(digits_onnx: Path, digits_fused_onnx: Path,
+                                          digits_video: Tuple[Path, list], tmp_path: Path) -> None:
+    video, _ = digits_video
+    labels = []
+    for model in (digits_onnx, digits_fused_onnx):
+        out = tmp_path / f"{model.stem}.jsonl"
+        build_pipeline(model, str(video), [str(out)], threads=2).run()
+        labels.append([e["label"] for e in _events(out)])
+    agree = np.mean([a == b for a, b in zip(*labels)])
+    assert agree >= 0.97, agree
+
+
+def test_annotated_video_and_several_outputs(digits_onnx: Path, digits_video: Tuple[Path, list],
+                                             tmp_path: Path) -> None:
+    video, _ = digits_video
+    out_video, out_jsonl = tmp_path / "annotated.avi", tmp_path / "e.jsonl"
+    snap = build_pipeline(digits_onnx, str(video), [str(out_video), str(out_jsonl)],
+                          threads=2).run()
+    written = read_video(out_video)
+    source = read_video(video)
+    assert len(written) == snap["counts"]["processed"] == len(_events(out_jsonl)) == 40
+    assert written[0].shape == (480, 640, 3)
+    # the top-left text band changed (label + FPS drawn), the bottom-right corner did not
+    top = np.abs(written[5][:70, :300].astype(int) - source[5][:70, :300].astype(int)).mean()
+    corner = np.abs(written[5][-60:, -60:].astype(int) - source[5][-60:, -60:].astype(int)).mean()
+    assert top > 5 * max(corner, 0.5), (top, corner)
+
+
+def test_realtime_file_drops_and_counts_add_up(digits_onnx: Path, digits_test_images: Any,
+                                               tmp_path: Path) -> None:
+    """At 1000 FPS pacing the model cannot keep up: frames drop, processed + dropped = captured."""
+    frames, _ = digit_frames(digits_test_images, 40)
+    video = write_video(tmp_path / "fast.avi", frames, fps=1000)
+    out = tmp_path / "e.jsonl"
+    pipeline = build_pipeline(digits_onnx, str(video), [str(out)], threads=2,
+                              source_options=SourceOptions(realtime=True, loop=2))
+    snap = pipeline.run()
+    c = snap["counts"]
+    assert c["captured"] == 120
+    assert c["dropped"] > 0
+    assert c["processed"] + c["dropped"] == c["captured"]
+    assert len(_events(out)) == c["processed"]
+    indices = [e["frame"] for e in _events(out)]
+    assert indices == sorted(indices) and indices[-1] == 119   # the newest frame is never lost
+
+
+def test_stop_drains_and_counts_add_up(digits_onnx: Path, digits_video: Tuple[Path, list],
+                                       tmp_path: Path) -> None:
+    video, _ = digits_video
+    out = tmp_path / "e.jsonl"
+    pipeline = build_pipeline(digits_onnx, str(video), [str(out)], threads=2,
+                              source_options=SourceOptions(loop=-1))
+    pipeline.start()
+    while pipeline.metrics.counts()["processed"] < 30:
+        assert not pipeline.wait(0.05)
+    pipeline.stop()
+    snap = pipeline.close()
+    c = snap["counts"]
+    assert c["processed"] >= 30 and c["dropped"] == 0
+    assert c["processed"] == c["captured"] == len(_events(out))
+
+
+def test_backend_failure_surfaces(digits_fused_onnx: Path, digits_video: Tuple[Path, list]
+                                  ) -> None:
+    """A stage error stops the pipeline and is raised to the caller, not swallowed."""
+    from edge_resnet.core import InputError
+
+    video, _ = digits_video
+    backend = load_backend("onnxruntime", digits_fused_onnx)
+    wrong_spec = backend.spec.with_changes(fused_preprocessing=False)   # float into a uint8 graph
+    backend.spec = wrong_spec
+    pipeline = Pipeline(backend, create_source(str(video)), [], PipelineConfig())
+    with pytest.raises(InputError, match="fused in-graph"):
+        pipeline.run()
+
+
+def test_gallery_from_another_model_is_refused(digits_onnx: Path, digits_video: Tuple[Path, list]
+                                               ) -> None:
+    video, _ = digits_video
+    backend = load_backend("onnxruntime", digits_onnx)
+    other = Gallery(names=["a"], embeddings=np.ones((1, 2048), np.float32), fingerprint="0" * 16)
+    with pytest.raises(ModelError, match="enrolled with another model"):
+        Pipeline(backend, create_source(str(video)), [create_output("-", "x", 25)],
+                 gallery=other)
