@@ -247,17 +247,27 @@ def calibrate(model_onnx: Union[str, Path], data: Optional[Union[str, Path]],
     fingerprint = model_fingerprint(model)
     if opts.stats_path is not None and Path(opts.stats_path).is_file():
         ActivationStats.load(opts.stats_path, fingerprint=fingerprint)  # refuse before writing
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(model_onnx).stem
+    try:
+        return _run(model, data, out, spec, fingerprint, Path(model_onnx).stem, opts)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a run that produced nothing
+        raise
+
+
+def _run(model: Any, data: Optional[Union[str, Path]], out: Path, spec: ModelSpec,
+         fingerprint: str, stem: str, opts: CalibrationOptions) -> CalibrationResult:
+    batches: List[np.ndarray] = []
+    labels = np.zeros(0, dtype=np.int64)
+    if opts.eval_data is not None:  # validated (and decoded once) before anything is written
+        batches, labels = _eval_batches(Path(opts.eval_data), spec, opts)
     stats_path = Path(opts.stats_path) if opts.stats_path else out / f"{stem}.stats.npz"
     stats, reused, skipped = _stats(model, data, spec, stats_path, opts, fingerprint)
     result = CalibrationResult(out, stats_path, reused, stats.num_images, skipped, stats.seconds)
     for method in opts.methods:
         result.methods[method] = _method_stage(model, stats, method, out, stem, opts)
-    batches: List[np.ndarray] = []
-    labels = np.zeros(0, dtype=np.int64)
-    if opts.eval_data is not None:
-        batches, labels = _eval_batches(Path(opts.eval_data), spec, opts)
     if opts.fp16:
         check_batch = batches[0] if batches else _check_batch(data, spec, opts)
         result.fp16_path = _fp16_stage(model, out / f"{stem}.fp16.onnx", opts, check_batch)

@@ -154,6 +154,8 @@ def compute_amax(stats: TensorStats, method: str, options: MethodOptions) -> flo
     if fn is None:
         raise InputError(f"unknown calibration method {method!r}; "
                          f"choose one of: {', '.join(method_names())}")
+    if stats.width == 0.0:  # the tensor was 0 everywhere: no histogram to search
+        return max(stats.absmax, MIN_AMAX)
     return max(float(fn(stats, options)), MIN_AMAX)
 
 

@@ -171,7 +171,7 @@ def activation_tensors(model: "object") -> List[str]:
     """
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model)  # type: ignore[arg-type]
     graph = inferred.graph
     types = {vi.name: vi.type.tensor_type.elem_type
              for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}

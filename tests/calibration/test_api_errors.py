@@ -1,0 +1,101 @@
+"""Bad inputs are clear errors and leave no artifact behind; finished stages are resumed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_resnet.calibration import CalibrationOptions, calibrate
+from edge_resnet.cli import main
+from edge_resnet.core import CalibrationError, DataError, InputError, ModelError
+
+
+def _leftovers(folder: Path) -> list:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_missing_and_corrupt_model(tmp_path: Path, digits_dirs: Any) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match="does not exist"):
+        calibrate(tmp_path / "none.onnx", digits_dirs.train_dir, out, num_images=8)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        calibrate(corrupt, digits_dirs.train_dir, out, num_images=8)
+    assert _leftovers(out) == []
+
+
+def test_non_resnet_graph_is_refused(tmp_path: Path, digits_dirs: Any) -> None:
+    weight = numpy_helper.from_array(np.ones((3072, 10), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"], name="fc")], "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weight])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelError, match="not a ResNet-like graph"):
+        calibrate(path, digits_dirs.train_dir, tmp_path / "out", num_images=8)
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_folder_of_non_images(tmp_path: Path, digits_onnx: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"{i}.jpg").write_text("plain text, not a JPEG")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="no usable image"):
+        calibrate(digits_onnx, data, out, num_images=8, progress=False)
+    assert _leftovers(out) == []
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"percentile": 0.0}, r"percentile must be in \(0, 100\]"),
+    ({"percentile": 100.01}, r"percentile must be in \(0, 100\]"),
+    ({"num_images": 0}, "--num-images must be a positive number, got 0"),
+    ({"methods": ("kl",)}, "unknown calibration method"),
+    ({"max_drop": 0.5}, "--max-drop needs --eval-data"),
+    ({"trt_version": "11.4"}, "TensorRT 11 removed implicit INT8"),
+])
+def test_bad_options(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        CalibrationOptions(**kwargs)
+
+
+def test_stats_file_of_another_model(tmp_path: Path, calibrated: Any, digits_onnx: Path,
+                                     digits_dirs: Any) -> None:
+    other = onnx.load(str(digits_onnx))
+    init = other.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0.5, init.name))
+    other_path = tmp_path / "other.onnx"
+    onnx.save(other, str(other_path))
+    out = tmp_path / "out"
+    with pytest.raises(CalibrationError, match="statistics of another model"):
+        calibrate(other_path, digits_dirs.train_dir, out, stats_path=calibrated.stats_path)
+    assert _leftovers(out) == []
+
+
+def test_resume_reuses_finished_stages_and_cli_reports(tmp_path: Path, calibrated: Any,
+                                                       digits_onnx: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stem = digits_onnx.stem
+    shutil.copy(calibrated.stats_path, out / f"{stem}.stats.npz")
+    first = calibrate(digits_onnx, None, out, methods=("percentile",), progress=False)
+    assert first.stats_reused and not first.methods["percentile"].reused
+    mtime = first.methods["percentile"].qdq_path.stat().st_mtime_ns
+    code = main(["calibrate", str(digits_onnx), "--out", str(out), "--method", "percentile",
+                 "--no-progress"])
+    assert code == 0
+    assert "(reused)" in capsys.readouterr().out
+    assert first.methods["percentile"].qdq_path.stat().st_mtime_ns == mtime
+    assert not list(out.glob(".*.tmp"))  # no temporary files left by atomic writes
+    assert main(["calibrate", str(digits_onnx), "--out", str(out), "--percentile", "0"]) == 2

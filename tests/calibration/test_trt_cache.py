@@ -1,0 +1,56 @@
+"""TensorRT calibration cache: format, round trip, names of the graph TensorRT parses."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+from edge_resnet.calibration.trt_cache import parse_trt_version, read_cache, write_cache
+from edge_resnet.core import InputError
+
+
+def test_cache_format_and_names_match_the_fp32_graph(calibrated: Any, digits_onnx: Path) -> None:
+    art = calibrated.methods["entropy"]
+    lines = art.cache_path.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2"
+    assert all(re.fullmatch(r".+: [0-9a-f]{8}", ln) for ln in lines[1:])
+    graph = onnx.load(str(digits_onnx)).graph
+    tensors = {i.name for i in graph.input} | {o for n in graph.node for o in n.output}
+    cache = read_cache(art.cache_path)
+    assert set(cache.scales) <= tensors
+    assert graph.input[0].name in cache.scales
+    conv_outputs = {n.output[0] for n in graph.node if n.op_type in ("Conv", "Relu", "Add")}
+    assert conv_outputs <= set(cache.scales)  # every layer output TensorRT asks a range for
+    amax = json.loads(art.ranges_path.read_text())["amax"]
+    for name, scale in cache.scales.items():
+        assert scale * 127.0 == pytest.approx(amax[name], rel=1e-6)
+    assert read_cache(calibrated.methods["minmax"].cache_path).algorithm == "MinMaxCalibration"
+
+
+def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
+    ranges = {"input": 2.64, "/layer1/layer1.0/conv1/Conv_output_0": 0.0123, "x:0": 7.5}
+    path = write_cache(tmp_path / "c.cache", ranges, method="minmax", trt_version="10.3.0")
+    cache = read_cache(path)
+    assert (cache.version, cache.algorithm) == (100300, "MinMaxCalibration")
+    for name, value in ranges.items():
+        want = struct.unpack(">f", struct.pack(">f", value / 127.0))[0]
+        assert cache.scales[name] == want
+    assert path.read_text().splitlines()[1] == f"input: {struct.pack('>f', 2.64 / 127).hex()}"
+
+
+@pytest.mark.parametrize("given,want", [("8.5.2", 8502), ("8.6.1", 8601), (8502, 8502),
+                                        ("10.3.0", 100300), ("10.13", 101300), ("100300", 100300)])
+def test_version_digits(given: Any, want: int) -> None:
+    assert parse_trt_version(given) == want
+
+
+@pytest.mark.parametrize("bad", ["11.4.1", "7.1", "latest", 110000])
+def test_unsupported_versions_are_refused(bad: Any) -> None:
+    with pytest.raises(InputError, match="TensorRT version"):
+        parse_trt_version(bad)
