@@ -12,12 +12,11 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -25,7 +24,7 @@ from PIL import Image
 from edge_resnet.core import InputError
 from edge_resnet.io_utils import atomic_write_json
 
-__all__ = ["DigitsFolders", "DemoResult", "write_digits_folder", "run_demo"]
+__all__ = ["DigitsFolders", "DemoResult", "format_summary", "run_demo", "write_digits_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class DigitsFolders:
     counts: Dict[str, Dict[str, int]]  # {"train": {"0": n, ...}, "test": {...}}
 
 
-def _digit_images(size: int) -> "tuple[np.ndarray, np.ndarray]":
+def _digit_images(size: int) -> Tuple[np.ndarray, np.ndarray]:
     """(N x size x size x 3 uint8 RGB, N labels) upscaled bilinearly from the 8x8 originals."""
     from sklearn.datasets import load_digits
 
@@ -123,3 +122,96 @@ def write_digits_folder(out_dir: "str | Path", size: int = 32, test_fraction: fl
     atomic_write_json(out_dir / _MANIFEST, {"params": params, "counts": counts,
                                             "source": "sklearn.datasets.load_digits"})
     return DigitsFolders(out_dir / "train", out_dir / "test", counts)
+
+
+# --------------------------------------------------------------------------- the whole demo
+
+@dataclass
+class DemoResult:
+    """Every artifact the demo wrote and the numbers it measured."""
+
+    out_dir: Path
+    checkpoint: Path
+    onnx: Path
+    onnx_fused: Path
+    report_json: Path
+    report_md: Path
+    init: str
+    val_accuracy: float
+    torch_test_accuracy: Optional[float]
+    onnx_test_accuracy: Optional[float]
+    fused_test_accuracy: Optional[float]
+    parity_max_abs_diff: float
+    seconds: Dict[str, float]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr: float = 2e-3,
+             seed: int = 0, init: str = "scratch", progress: bool = True) -> DemoResult:
+    """Digits -> fine-tuned ResNet50 (32x32) -> proven FP32 ONNX (+ fused uint8 BGR graph)
+    -> evaluation report, all under ``out_dir``.
+
+    ``init="scratch"`` by default so the demo does the same thing on every machine; pass
+    ``"auto"`` to start from cached ImageNet weights when present.
+    """
+    from edge_resnet.evaluation import evaluate, write_report
+    from edge_resnet.export.finetune import finetune
+    from edge_resnet.export.models import load_model
+    from edge_resnet.export.parity import check_fused_vs_unfused, export_verified
+    from edge_resnet.images import ImageFolder
+
+    out = Path(out_dir)
+    seconds: Dict[str, float] = {}
+    clock = time.perf_counter()
+    digits = write_digits_folder(out / "digits", size=32, seed=seed)
+    seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
+    trained = finetune(digits.train_dir, out / "digits_resnet50.pt", resolution=32, resize=None,
+                       epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=init,
+                       test_dir=digits.test_dir, progress=progress)
+    seconds["finetune"], clock = time.perf_counter() - clock, time.perf_counter()
+    loaded = load_model(str(trained.checkpoint))
+    check = ImageFolder(digits.test_dir, labeled=False)
+    images = [img for _, img in check.iter_images(check.sample(64, seed))]
+    exported, parity = export_verified(loaded.model, loaded.spec, out / "digits_fp32.onnx",
+                                       images, weights_sha256=loaded.weights_sha256,
+                                       source=str(trained.checkpoint))
+    fused = load_model(str(trained.checkpoint))  # export folds BatchNorm: use a fresh copy
+    fused_result, _ = export_verified(fused.model, fused.spec, out / "digits_fp32_bgr_u8.onnx",
+                                      None, fuse_preprocessing=True, input_color_order="BGR",
+                                      weights_sha256=fused.weights_sha256,
+                                      source=str(trained.checkpoint))
+    check_fused_vs_unfused(fused_result.path, exported.path, images)
+    seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
+    report = evaluate(exported.path, {"fp32-fused-bgr-uint8": fused_result.path},
+                      digits.test_dir, progress=progress, reference_name="fp32")
+    json_path, md_path = write_report(report, out / "eval")
+    seconds["eval"] = time.perf_counter() - clock
+    result = DemoResult(out, trained.checkpoint, exported.path, fused_result.path, json_path,
+                        md_path, trained.init, trained.final_val_accuracy,
+                        trained.test_accuracy, report.reference.top1,
+                        report.candidates[0].top1,
+                        float(parity.max_abs_diff) if parity is not None else float("nan"),
+                        seconds)
+    atomic_write_json(out / "demo-summary.json", result.to_dict())
+    return result
+
+
+def format_summary(result: DemoResult) -> str:
+    """A few lines for the terminal: where everything is and how accurate each stage is."""
+    def pct(value: Optional[float]) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
+    t = result.seconds
+    return "\n".join([
+        f"demo written to {result.out_dir} ({sum(t.values()):.0f}s: data {t['data']:.0f}s, "
+        f"finetune {t['finetune']:.0f}s, export {t['export']:.0f}s, eval {t['eval']:.0f}s)",
+        f"  checkpoint  {result.checkpoint}  (init={result.init}, "
+        f"val {pct(result.val_accuracy)}, test {pct(result.torch_test_accuracy)} in PyTorch)",
+        f"  onnx fp32   {result.onnx}  (test {pct(result.onnx_test_accuracy)}, parity max "
+        f"|diff| {result.parity_max_abs_diff:.2e})",
+        f"  onnx fused  {result.onnx_fused}  (uint8 BGR frames in, test "
+        f"{pct(result.fused_test_accuracy)})",
+        f"  report      {result.report_md}",
+    ])

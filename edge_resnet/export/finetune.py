@@ -266,7 +266,7 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
               "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "val_fraction": val_fraction, "seed": seed, "init_requested": init,
               "init": used_init, "augment": augment, "optimizer": "AdamW",
-              "schedule": "OneCycleLR", "data_dir": str(data_dir), "torch": torch.__version__}
+              "schedule": "OneCycleLR", "data_dir": str(data_dir), "torch": str(torch.__version__)}
     skipped = train.skipped + val.skipped
     result = FinetuneResult(Path(out_checkpoint), used_init, epochs, val_acc, losses,
                             val_acc[-1], test_acc, 0.0, len(train), len(val), skipped, recipe)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import socket
@@ -167,6 +168,9 @@ def _read_checkpoint(path: Path, trust_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # garbage, not a pickle of Python objects
+            raise ModelError(f"{path} is not a readable PyTorch checkpoint "
+                             f"({_unpickler_reason(exc)})") from exc
         if not trust_pickle:
             raise ModelError(
                 f"{path} is not a plain state dict (it pickles Python objects, e.g. a whole "
@@ -179,6 +183,15 @@ def _read_checkpoint(path: Path, trust_pickle: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ModelError(f"cannot unpickle {path} ({type(exc).__name__}: {exc})") from exc
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The one informative line of torch's long weights-only error message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error") and i + 1 < len(lines):
+            return lines[i + 1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -301,6 +314,19 @@ def _random_model(num_classes: Optional[int], labels: Optional[Sequence[str]],
     return LoadedModel(model.eval(), spec, sha, "random")
 
 
+def _plain(value: Any) -> Any:
+    """Extras as JSON-like builtins (str subclasses such as TorchVersion, numpy scalars and
+    paths become str/float/int) so the checkpoint still loads with ``weights_only=True``."""
+    def convert(obj: Any) -> Any:
+        if hasattr(obj, "item"):  # numpy / torch scalars
+            return obj.item()
+        if isinstance(obj, (Path, tuple, set)):
+            return str(obj) if isinstance(obj, Path) else list(obj)
+        raise InputError(f"checkpoint extras must be plain values, got {type(obj).__name__}")
+
+    return json.loads(json.dumps(value, default=convert))
+
+
 def save_checkpoint(path: "str | Path", model: nn.Module, spec: ModelSpec,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write an edge-resnet checkpoint atomically: weights + spec + recipe/metrics.
@@ -316,7 +342,7 @@ def save_checkpoint(path: "str | Path", model: nn.Module, spec: ModelSpec,
     for key, value in (extra or {}).items():
         if key in payload:
             raise InputError(f"checkpoint extra key {key!r} is reserved")
-        payload[key] = value
+        payload[key] = _plain(value)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
