@@ -131,6 +131,9 @@ def _load_imagenet(source: str, resolution: Optional[int], download: bool) -> Lo
         raise ModelError(
             f"cannot read {path} ({type(exc).__name__}: {exc}); delete it and download {url} "
             "again") from exc
+    if not _is_state_dict(state) or _check_resnet50(state, path) != 1000:
+        raise ModelError(f"{path} is not the torchvision ResNet50 ImageNet state dict; delete it "
+                         f"and download {url} again")
     model = _resnet50(1000)
     model.load_state_dict(state)
     transform = weights.transforms()
@@ -243,12 +246,16 @@ def _check_resnet50(state: Mapping[str, torch.Tensor], path: Path) -> int:
 
 
 def _load_checkpoint(path: Path, labels: Optional[Sequence[str]], labels_file: Optional[Path],
-                     resolution: Optional[int], trust_pickle: bool) -> LoadedModel:
+                     resolution: Optional[int], trust_pickle: bool,
+                     expected_classes: Optional[int]) -> LoadedModel:
     if not path.is_file():
         raise InputError(f"model source {str(path)!r} is neither a file nor one of "
                          f"{', '.join(sorted(IMAGENET_SOURCES))}, random")
     state, extras = _unpack(_read_checkpoint(path, trust_pickle), path)
     num_classes = _check_resnet50(state, path)
+    if expected_classes is not None and expected_classes != num_classes:
+        raise InputError(f"{path} has {num_classes} classes (fc.weight rows), not "
+                         f"{expected_classes} as asked")
     stored = ModelSpec.from_metadata(extras["spec"]) if "spec" in extras else None
     spec_labels = _labels(num_classes, labels, labels_file,
                           stored.labels if stored else None, str(path))
@@ -291,7 +298,7 @@ def load_model(source: str, *, num_classes: Optional[int] = None,
     if source == "random":
         return _random_model(num_classes, labels, labels_file, resolution)
     return _load_checkpoint(Path(source).expanduser(), labels, labels_file, resolution,
-                            trust_pickle)
+                            trust_pickle, num_classes)
 
 
 def _random_model(num_classes: Optional[int], labels: Optional[Sequence[str]],

@@ -103,6 +103,8 @@ def test_label_count_mismatch_is_refused(tmp_path: Path, small_resnet: torch.nn.
     labels.write_text("one\ntwo\n")
     with pytest.raises(InputError, match=r"has 2 labels but .* has 3 classes"):
         load_model(str(path), labels_file=labels)
+    with pytest.raises(InputError, match=r"has 3 classes \(fc.weight rows\), not 5"):
+        load_model(str(path), num_classes=5)
     with pytest.raises(InputError, match="has 4 labels but"):
         load_model("random", num_classes=3, labels=["a", "b", "c", "d"])
 
@@ -172,3 +174,6 @@ def test_imagenet_weights_come_from_the_hub_cache(empty_hub: Path) -> None:
     assert load_model("imagenet-v2", resolution=112).spec.resize == 116
     with pytest.raises(InputError, match="fine-tune it"):
         load_model("imagenet-v2", num_classes=10)
+    torch.save(resnet18(weights=None).state_dict(), path)  # a wrong file in the cache
+    with pytest.raises(ModelError, match="not a ResNet50 checkpoint: .*missing keys"):
+        load_model("imagenet-v2")
