@@ -23,6 +23,7 @@ from torch import nn
 from edge_resnet.core import IMAGENET_MEAN, IMAGENET_STD, DataError, InputError, ModelSpec
 from edge_resnet.export.models import hub_weights_path, load_model, save_checkpoint
 from edge_resnet.images import ImageFolder, ImageRecord, read_image
+from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import normalize, resize_crop
 
 __all__ = ["FinetuneResult", "INIT_CHOICES", "evaluate_folder", "finetune"]
@@ -233,8 +234,23 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     given machine and torch version.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
-    start = time.perf_counter()
+    ensure_parent(out_checkpoint)  # a bad output path fails now, not after training
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or _threads())
+    try:
+        return _finetune(Path(data_dir), Path(out_checkpoint), resolution, resize, epochs,
+                         batch_size, lr, weight_decay, val_fraction, seed, init,
+                         None if test_dir is None else Path(test_dir), augment, workers,
+                         progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Optional[int],
+              epochs: int, batch_size: int, lr: float, weight_decay: float,
+              val_fraction: float, seed: int, init: str, test_dir: Optional[Path],
+              augment: bool, workers: int, progress: bool) -> FinetuneResult:
+    start = time.perf_counter()
     _seed_everything(seed)
     folder = ImageFolder(data_dir, labeled=True)
     spec = ModelSpec(labels=folder.classes, resolution=resolution, resize=resize,
@@ -266,9 +282,10 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
               "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "val_fraction": val_fraction, "seed": seed, "init_requested": init,
               "init": used_init, "augment": augment, "optimizer": "AdamW",
-              "schedule": "OneCycleLR", "data_dir": str(data_dir), "torch": str(torch.__version__)}
+              "schedule": "OneCycleLR", "data_dir": str(data_dir),
+              "torch": str(torch.__version__)}
     skipped = train.skipped + val.skipped
-    result = FinetuneResult(Path(out_checkpoint), used_init, epochs, val_acc, losses,
+    result = FinetuneResult(out_checkpoint, used_init, epochs, val_acc, losses,
                             val_acc[-1], test_acc, 0.0, len(train), len(val), skipped, recipe)
     result.seconds = time.perf_counter() - start
     metrics = {k: v for k, v in asdict(result).items()

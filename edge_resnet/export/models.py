@@ -81,7 +81,9 @@ def _scaled_resize(resolution: int, resize: Optional[int], base: int) -> Optiona
 
 def _labels(num_classes: int, labels: Optional[Sequence[str]], labels_file: Optional[Path],
             stored: Optional[Sequence[str]], what: str) -> Tuple[str, ...]:
-    """Labels from the user (list or file), else the checkpoint, else class_0..N-1; count-checked."""
+    """Labels from the user (list or file), else the checkpoint, else class_0..N-1.
+
+    Whatever the origin, the count must match the classifier's rows."""
     if labels is not None and labels_file is not None:
         raise InputError("give class labels either as a list or as a labels file, not both")
     chosen: Optional[Sequence[str]] = labels
@@ -208,12 +210,14 @@ def _unpack(obj: Any, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, An
         return dict(obj.state_dict()), {}
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         if obj.get("arch") != "resnet50":
-            raise ModelError(f"{path} holds a {obj.get('arch')!r} model; only resnet50 is supported")
+            raise ModelError(f"{path} holds a {obj.get('arch')!r} model; only resnet50 is "
+                             "supported")
         extras = {k: v for k, v in obj.items() if k not in ("state_dict", "format", "arch")}
         return dict(obj["state_dict"]), extras
     if _is_state_dict(obj):
         state = dict(obj)
-    elif isinstance(obj, Mapping) and any(_is_state_dict(obj.get(k)) for k in ("state_dict", "model")):
+    elif isinstance(obj, Mapping) and any(_is_state_dict(obj.get(k))
+                                          for k in ("state_dict", "model")):
         state = dict(obj["state_dict"] if _is_state_dict(obj.get("state_dict")) else obj["model"])
     else:
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a ResNet50 state dict, an "

@@ -103,6 +103,8 @@ def test_bad_arguments_and_data_are_refused(tmp_path: Path, tiny_folder: Path) -
         finetune(tiny_folder, tmp_path / "m.pt", resolution=32, resize=20)
     with pytest.raises(InputError, match="validation fraction"):
         finetune(tiny_folder, tmp_path / "m.pt", val_fraction=0.0)
+    with pytest.raises(InputError, match="is a directory; give a file path"):
+        finetune(tiny_folder, tmp_path, resolution=32)  # refused before any training
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match="contains no files"):
         finetune(tmp_path / "empty", tmp_path / "m.pt", resolution=32)
