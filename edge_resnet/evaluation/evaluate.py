@@ -210,9 +210,10 @@ def _default_name(model: ModelLike) -> str:
     return Path(model.info.model_path).stem or model.info.name
 
 
-def _open(model: ModelLike, backend: str, threads: int, stack: contextlib.ExitStack) -> Backend:
+def _open(model: ModelLike, backend: str, options: Mapping[str, Any],
+          stack: contextlib.ExitStack) -> Backend:
     if isinstance(model, (str, Path)):
-        opened = load_backend(backend, model, threads=threads)
+        opened = load_backend(backend, model, **options)
         stack.callback(opened.close)
         return opened
     if not hasattr(model, "infer") or not hasattr(model, "spec"):
@@ -266,22 +267,25 @@ def evaluate(reference: ModelLike,
              data_dir: "str | Path", *, batch_size: int = 32, num_images: Optional[int] = None,
              seed: int = 0, backend: str = "onnxruntime", threads: int = 0,
              max_drop: Optional[float] = None, progress: bool = True,
-             labeled: Optional[bool] = None, reference_name: Optional[str] = None) -> EvalReport:
+             labeled: Optional[bool] = None, reference_name: Optional[str] = None,
+             backend_options: Optional[Mapping[str, Any]] = None) -> EvalReport:
     """Compare every candidate with the FP32 reference on ``data_dir``.
 
     Models are Backends or model paths (opened with ``backend`` and ``threads``, and closed
     again). A labeled folder (one subfolder per class, named like the model's labels) gives
     top-1/top-5, drops and per-class accuracy; an unlabeled one gives agreement statistics
-    only (``labeled`` forces either). ``num_images`` takes a deterministic random subset
-    (``seed``). ``max_drop`` (points) sets ``report.gate_passed``; the report is returned
-    either way and the caller decides what a breach means.
+    only (``labeled`` forces either). ``backend_options`` go to ``load_backend`` besides
+    ``threads`` (e.g. ``{"device": "GPU"}`` for OpenVINO). ``num_images`` takes a
+    deterministic random subset (``seed``). ``max_drop`` (points) sets ``report.gate_passed``;
+    the report is returned either way and the caller decides what a breach means.
     """
     _validate(batch_size, num_images, max_drop, threads)
     named = named_models(candidates)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        ref = _open(reference, backend, threads, stack)
-        cands = [(name, _open(model, backend, threads, stack)) for name, model in named]
+        options = {"threads": threads, **(backend_options or {})}
+        ref = _open(reference, backend, options, stack)
+        cands = [(name, _open(model, backend, options, stack)) for name, model in named]
         for name, cand in cands:
             check_same_labels(ref.spec, cand.spec, name)
         folder = ImageFolder(data_dir, labels=ref.spec.labels, labeled=labeled)

@@ -274,3 +274,11 @@ def test_predict_on_records_and_arrays(data: Path, models: Dict[str, Path]) -> N
     np.testing.assert_allclose(result.logits[0], [10, 10, 200], atol=1e-3)
     assert direct.labels is None and direct.logits.shape == (7, 3)
     np.testing.assert_allclose(direct.logits[0], [200, 10, 10], atol=1e-3)
+
+
+def test_backend_options_reach_the_backend(data: Path, models: Dict[str, Path]) -> None:
+    with pytest.raises(InputError, match=r"unknown options: \['device'\]"):
+        evaluate(models["ref"], [models["biased"]], data, backend_options={"device": "GPU"},
+                 progress=False)
+    with pytest.raises(InputError, match="unknown backend 'nope'"):
+        evaluate(models["ref"], [models["biased"]], data, backend="nope", progress=False)
