@@ -37,7 +37,7 @@ from torch import nn
 
 from edge_resnet import __version__
 from edge_resnet.core import InputError, ModelError, ModelSpec
-from edge_resnet.io_utils import atomic_path
+from edge_resnet.io_utils import atomic_path, ensure_parent
 
 __all__ = ["ExportResult", "MIN_OPSET", "MAX_OPSET", "FEATURES_NAME", "export_onnx",
            "fold_batchnorm", "tensor_names"]
@@ -201,7 +201,9 @@ def _torch_export(net: nn.Module, dummy: torch.Tensor, opset: int, names: List[s
     buffer = io.BytesIO()
     axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # The TorchScript exporter is chosen on purpose (stable tensor names); its deprecation
+        # notices are not actionable for users.
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             torch.onnx.export(net, (dummy,), buffer,  # type: ignore[arg-type]
                               dynamo=False, opset_version=opset, input_names=names[:1],
@@ -281,6 +283,11 @@ def _validate(spec: ModelSpec, opset: int, order: str, out_path: Path) -> None:
         raise InputError("only models taking RGB NCHW input (torchvision's) can be exported")
     if out_path.suffix.lower() != ".onnx":
         raise InputError(f"output path {out_path} should end in .onnx")
+    try:  # fail before the (slow) export when the destination cannot be written
+        ensure_parent(out_path)
+    except OSError as exc:
+        raise InputError(f"cannot write {out_path}: {exc.strerror or exc}; choose a writable "
+                         "output path") from exc
 
 
 def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, opset: int = 17,

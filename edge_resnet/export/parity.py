@@ -237,8 +237,11 @@ def load_check_images(folder: "Optional[str | Path]" = None, count: int = 32,
         digits = write_digits_folder(tmp, size=32)
         source = ImageFolder(digits.test_dir, labeled=False)
         images = [img for _, img in source.iter_images(source.sample(count, seed))]
-    return CheckImages(images, f"{len(images)} scikit-learn digits (32x32 demo images; "
-                               "pass --check-data for your own)")
+    # The digits are grey; a per-image colour tint makes a channel-order mistake visible.
+    rng = np.random.default_rng(seed)
+    tinted = [np.round(img * rng.uniform(0.15, 1.0, size=3)).astype(np.uint8) for img in images]
+    return CheckImages(tinted, f"{len(images)} scikit-learn digits, colour-tinted (32x32 demo "
+                               "images; pass --check-data for your own)")
 
 
 def export_verified(model: Any, spec: ModelSpec, out_path: "str | Path",
