@@ -81,17 +81,17 @@ class OpenVinoBackend:
         if self.spec.output_name not in self._output_names:
             raise ModelError(f"{path}: output {self.spec.output_name!r} not in graph outputs "
                              f"{list(self._output_names)}")
-        in_type = str(self._compiled.inputs[0].get_element_type())
-        self._input_dtype = np.uint8 if "u8" in in_type else (
-            np.float16 if "f16" in in_type else np.float32)
+        element = self._compiled.inputs[0].get_element_type()
+        in_type = element.get_type_name()          # "u8", "f32", "f16"
+        self._input_dtype = np.dtype(element.to_dtype()).type
         self._request = self._compiled.create_infer_request()
         precision = meta.get("edge_resnet.precision", "").strip('"') or onnx_precision(
             [in_type.replace("f16", "float16")], ops)
         self.info = BackendInfo(
             name="openvino", model_path=str(path), precision=precision, device=device,
             details={"threads": threads, "hint": hint, "input_type": in_type,
-                     "inference_precision": str(
-                         self._compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "inference_precision": self._compiled.get_property(
+                         "INFERENCE_PRECISION_HINT").get_type_name(),
                      "openvino": ov.__version__})
         self._closed = False
 

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,7 +25,8 @@ from edge_resnet.io_utils import atomic_path
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.postprocess import UNKNOWN
 
-__all__ = ["Gallery", "Match", "embed_images", "enroll", "l2_normalize", "spec_fingerprint"]
+__all__ = ["Gallery", "Match", "embed_images", "enroll", "l2_normalize", "spec_fingerprint",
+           "suggest_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,13 @@ def embed_images(backend: Backend, images: Sequence[np.ndarray], batch_size: int
     return l2_normalize(np.concatenate(chunks))
 
 
-def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,
-           quantile: float = 0.05) -> Gallery:
+def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16) -> Gallery:
     """Enrol one identity per subfolder of ``folder``.
 
-    ``suggested_threshold`` is the ``quantile`` of the enrolment images' similarity to their own
-    identity: a starting point for ``--match-threshold`` that accepts ~95 % of enrolled looks.
+    ``suggested_threshold`` comes from the enrolment images alone: genuine scores are each
+    image's similarity to its own identity, impostor scores its best similarity to any other
+    identity (every enrolled identity plays the stranger for the others); the threshold
+    minimises false rejections + false acceptances over those two sets.
     """
     images = ImageFolder(folder, labeled=True)
     if not images.classes:
@@ -144,31 +146,39 @@ def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,
         by_id.setdefault(int(record.label or 0), []).append(rgb)
     if images.skips.count:
         log.warning("skipped %d unreadable images while enrolling", images.skips.count)
-    names, embeddings, counts, own_sims = _enroll_identities(backend, images.classes, by_id,
-                                                             batch_size)
-    threshold = float(np.quantile(np.concatenate(own_sims), quantile))
-    return Gallery(names=names, embeddings=np.stack(embeddings), counts=counts,
-                   fingerprint=spec_fingerprint(backend.spec), suggested_threshold=threshold)
-
-
-def _enroll_identities(backend: Backend, classes: Sequence[str], by_id: Dict[int, List[np.ndarray]],
-                       batch_size: int) -> Tuple[List[str], List[np.ndarray], List[int],
-                                                 List[np.ndarray]]:
     names: List[str] = []
-    embeddings: List[np.ndarray] = []
+    feats: List[np.ndarray] = []
     counts: List[int] = []
-    own_sims: List[np.ndarray] = []
-    for idx, name in enumerate(classes):
+    for idx, name in enumerate(images.classes):
         imgs = by_id.get(idx)
         if not imgs:
             raise DataError(f"identity {name!r} has no readable image")
-        feats = embed_images(backend, imgs, batch_size)
-        centre = l2_normalize(feats.mean(axis=0))
+        feats.append(embed_images(backend, imgs, batch_size))
         names.append(name)
-        embeddings.append(centre)
         counts.append(len(imgs))
-        own_sims.append(feats @ centre)
-    return names, embeddings, counts, own_sims
+    centres = l2_normalize(np.stack([f.mean(axis=0) for f in feats]))
+    return Gallery(names=names, embeddings=centres, counts=counts,
+                   fingerprint=spec_fingerprint(backend.spec),
+                   suggested_threshold=suggest_threshold(feats, centres))
+
+
+def suggest_threshold(feats: Sequence[np.ndarray], centres: np.ndarray) -> float:
+    """Threshold minimising FRR + FAR of genuine vs best-impostor similarities."""
+    genuine, impostor = [], []
+    for i, f in enumerate(feats):
+        sims = f @ centres.T
+        genuine.append(sims[:, i])
+        if len(centres) > 1:
+            impostor.append(np.delete(sims, i, axis=1).max(axis=1))
+    gen = np.concatenate(genuine)
+    if not impostor:
+        return float(np.quantile(gen, 0.05))
+    imp = np.concatenate(impostor)
+    candidates = np.unique(np.concatenate([gen, imp]))
+    frr = np.searchsorted(np.sort(gen), candidates, side="left") / len(gen)
+    far = 1.0 - np.searchsorted(np.sort(imp), candidates, side="left") / len(imp)
+    best = int(np.argmin(frr + far))
+    return float(candidates[best])
 
 
 def load_gallery_for(path: "str | Path", spec: ModelSpec) -> Gallery:
