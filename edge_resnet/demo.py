@@ -149,12 +149,14 @@ class DemoResult:
 
 
 def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr: float = 2e-3,
-             seed: int = 0, init: str = "scratch", progress: bool = True) -> DemoResult:
+             seed: int = 0, init: str = "scratch", threads: int = 0,
+             progress: bool = True) -> DemoResult:
     """Digits -> fine-tuned ResNet50 (32x32) -> proven FP32 ONNX (+ fused uint8 BGR graph)
     -> evaluation report, all under ``out_dir``.
 
     ``init="scratch"`` by default so the demo does the same thing on every machine; pass
-    ``"auto"`` to start from cached ImageNet weights when present.
+    ``"auto"`` to start from cached ImageNet weights when present. ``threads`` is torch's
+    training thread count (0: all cores; 1 is faster on a machine busy with other work).
     """
     from edge_resnet.evaluation import evaluate, write_report
     from edge_resnet.export.finetune import finetune
@@ -169,7 +171,7 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
     seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
     trained = finetune(digits.train_dir, out / "digits_resnet50.pt", resolution=32, resize=None,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=init,
-                       test_dir=digits.test_dir, progress=progress)
+                       test_dir=digits.test_dir, threads=threads, progress=progress)
     seconds["finetune"], clock = time.perf_counter() - clock, time.perf_counter()
     loaded = load_model(str(trained.checkpoint))
     check = ImageFolder(digits.test_dir, labeled=False)

@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", choices=("scratch", "auto", "imagenet-v1", "imagenet-v2"),
                    default="scratch", help="starting weights (default scratch: same everywhere)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for training (default: all cores; use 1 when the "
+                        "machine is busy with other work)")
     p.set_defaults(func=_run)
 
 
@@ -32,6 +35,6 @@ def _run(args: argparse.Namespace) -> int:
     from edge_resnet.demo import format_summary, run_demo
 
     result = run_demo(args.out, epochs=args.epochs, seed=args.seed, init=args.init,
-                      progress=sys.stderr.isatty())
+                      threads=args.threads, progress=sys.stderr.isatty())
     print(format_summary(result))
     return 0

@@ -234,6 +234,8 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     given machine and torch version.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
+    if threads < 0 or workers < 0:
+        raise InputError(f"threads and workers must be >= 0 (got {threads}, {workers})")
     ensure_parent(out_checkpoint)  # a bad output path fails now, not after training
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or _threads())

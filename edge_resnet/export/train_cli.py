@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test-dir", type=Path, default=None,
                    help="labeled folder scored once at the end")
     p.add_argument("--no-augment", action="store_true", help="disable random shifts")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: all cores; use 1 when the machine is busy "
+                        "with other work)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="threads decoding images before training (default: none)")
     p.set_defaults(func=_run)
 
 
@@ -47,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, val_fraction=args.val_fraction,
                       seed=args.seed, init=args.init, test_dir=args.test_dir,
-                      augment=not args.no_augment, progress=sys.stderr.isatty())
+                      augment=not args.no_augment, threads=args.threads,
+                      workers=args.workers, progress=sys.stderr.isatty())
     test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.4f}"
     print(f"{result.checkpoint}: init={result.init}, {result.epochs} epochs, "
           f"val accuracy {result.final_val_accuracy:.4f}{test}, {result.seconds:.0f}s "
