@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Modules that run on Jetsons (JetPack 5 = Python 3.8, no torch).
 DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_resnet/images.py",
-                "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/runtime",
+                "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/evaluation", "edge_resnet/runtime",
                 "edge_resnet/devices", "edge_resnet/bundle"]
 DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
                   "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
