@@ -16,7 +16,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["PipelineMetrics", "percentiles", "format_summary"]
+__all__ = ["PipelineMetrics", "percentiles", "format_line", "format_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,13 @@ def format_summary(snap: Dict[str, Any], title: str = "pipeline") -> str:
         lines.append(f"  {stage:<12}{p['p50']:9.2f}{p['p90']:9.2f}{p['p99']:9.2f}"
                      f"{p['mean']:9.2f}{p['count']:8d}")
     return "\n".join(lines)
+
+
+def format_line(snap: Dict[str, Any]) -> str:
+    """One-line periodic status: recent FPS, counts, end-to-end and inference latency."""
+    c = snap["counts"]
+    lat = snap["latency_ms"]
+    e2e, inf = lat.get("end_to_end", percentiles([])), lat.get("infer", percentiles([]))
+    return (f"{snap['recent_fps']:.1f} FPS | captured {c['captured']} processed {c['processed']} "
+            f"dropped {c['dropped']} corrupt {c['corrupt']} reconnects {c['reconnects']} | "
+            f"latency p50/p99 {e2e['p50']:.1f}/{e2e['p99']:.1f} ms (infer {inf['p50']:.1f} ms)")

@@ -24,7 +24,7 @@ from edge_resnet.core import InputError, ModelError
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.capture import Backoff, CaptureThread, Frame, FrameChannel
 from edge_resnet.runtime.gallery import Gallery, match_threshold
-from edge_resnet.runtime.metrics import PipelineMetrics, format_summary
+from edge_resnet.runtime.metrics import PipelineMetrics, format_line
 from edge_resnet.runtime.outputs import Output, close_all
 from edge_resnet.runtime.postprocess import Postprocessor
 from edge_resnet.runtime.sources import VideoSource
@@ -251,7 +251,7 @@ class Pipeline:
 
     def _report_loop(self) -> None:
         while not self._done.wait(self.config.stats_interval_s):
-            log.info("%s", format_summary(self.metrics.snapshot(), "running"))
+            log.info("%s", format_line(self.metrics.snapshot()))
 
 
 class _Aborted(Exception):
