@@ -176,9 +176,14 @@ class CaptureThread(threading.Thread):
             count = src.frame_count
             position = getattr(src, "position", None)
             if count and position is not None and position < count - 1:
+                self.metrics.count("corrupt")
+                if src.skip():
+                    log.warning("%s: frame %d of %d cannot be decoded (corrupt); skipped",
+                                src.describe(), position, count)
+                    return True
                 log.warning("%s ended at frame %d of %d announced: truncated or corrupt file",
                             src.describe(), position, count)
-                self.metrics.count("corrupt", max(0, count - position))
+                self.metrics.count("corrupt", max(0, count - position - 1))
             if self.source.options.loop == -1 or self._passes < self.source.options.loop:
                 self._passes += 1
                 self._pace_start = time.monotonic() - self._index / (src.frame_rate or 30.0)

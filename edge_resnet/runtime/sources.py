@@ -146,6 +146,10 @@ class VideoSource:
     def read(self) -> Optional[np.ndarray]:
         raise NotImplementedError
 
+    def skip(self) -> bool:
+        """Step over a frame that could not be decoded; False when the source cannot."""
+        return False
+
     def rewind(self) -> bool:
         """Go back to the first frame (for --loop); False when the source cannot."""
         self.close()
@@ -228,6 +232,14 @@ class CvSource(VideoSource):
         if frame.ndim == 2:
             frame = np.repeat(frame[:, :, None], 3, axis=2)
         return frame
+
+    def skip(self) -> bool:
+        """Step over an undecodable frame of a file (seek to the next one); False if it cannot."""
+        cv2 = _import_cv2()
+        if self._cap is None or self.live:
+            return False
+        self.position += 1
+        return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.position))
 
     def rewind(self) -> bool:
         cv2 = _import_cv2()

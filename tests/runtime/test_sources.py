@@ -184,3 +184,29 @@ def test_reconnect_gives_up_after_attempts(tmp_path: Path) -> None:
     capture.join(30)
     assert isinstance(capture.error, SourceError)
     assert "did not come back after 3 reconnect attempts" in str(capture.error)
+
+
+def test_corrupt_video_frame_is_skipped_and_counted(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Frame 20 of an MJPG AVI has its JPEG header destroyed: it is skipped with a warning
+    naming it, counted as corrupt, and every other frame still arrives in order."""
+    frames = [np.full((48, 64, 3), 5 * i, np.uint8) for i in range(40)]
+    path = write_video(tmp_path / "c.avi", frames, fps=25)
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    assert len(starts) == 40
+    data[starts[20]:starts[20] + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    metrics = PipelineMetrics()
+    source = create_source(str(path))
+    source.open()
+    capture = CaptureThread(source, metrics, capacity=64)
+    capture.start()
+    capture.join(10)
+    levels = []
+    while (f := capture.channel.get(0.1)) is not None:
+        levels.append(int(round(float(f.image.mean()) / 5)))
+    counts = metrics.counts()
+    assert (counts["captured"], counts["corrupt"]) == (39, 1)
+    assert levels == [i for i in range(40) if i != 20]
+    assert "frame 20 of 40 cannot be decoded" in caplog.text
