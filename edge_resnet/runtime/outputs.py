@@ -98,13 +98,13 @@ class VideoOutput(Output):
 
     needs_frame = True
 
-    def __init__(self, path: str, fps: float) -> None:
+    def __init__(self, path: str, fps: Optional[float] = None) -> None:
         self.path = ensure_parent(path)
         codec = VIDEO_SUFFIXES.get(self.path.suffix.lower())
         if codec is None:
             raise InputError(f"video output {path}: use one of {sorted(VIDEO_SUFFIXES)}")
         self.codec = codec
-        self.fps = fps if fps > 0 else 30.0
+        self.fps = fps if fps and fps > 0 else None   # None: the source's rate (set at start)
         self._writer: Any = None
         self.frames = 0
 
@@ -113,7 +113,7 @@ class VideoOutput(Output):
         if self._writer is None:
             h, w = frame.image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.codec),
-                                           self.fps, (w, h))
+                                           self.fps or 30.0, (w, h))
             if not self._writer.isOpened():
                 raise SourceError(f"cannot write video {self.path} with codec {self.codec}")
         self._writer.write(annotate(frame.image, result, fps))
@@ -172,7 +172,7 @@ def create_output(uri: str, source: str, fps: Optional[float]) -> Output:
     if suffix in (".jsonl", ".json", ".ndjson"):
         return JsonlOutput(location, source)
     if suffix in VIDEO_SUFFIXES:
-        return VideoOutput(location, fps or 30.0)
+        return VideoOutput(location, fps)
     raise InputError(f"unknown output {uri!r}; use - (JSONL on stdout), out.jsonl, out.mp4, "
                      "out.avi or display://0")
 

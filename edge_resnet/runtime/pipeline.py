@@ -25,7 +25,7 @@ from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.capture import Backoff, CaptureThread, Frame, FrameChannel
 from edge_resnet.runtime.gallery import Gallery, match_threshold
 from edge_resnet.runtime.metrics import PipelineMetrics, format_line
-from edge_resnet.runtime.outputs import Output, close_all
+from edge_resnet.runtime.outputs import Output, VideoOutput, close_all
 from edge_resnet.runtime.postprocess import Postprocessor
 from edge_resnet.runtime.sources import VideoSource
 
@@ -90,6 +90,9 @@ class Pipeline:
     def start(self) -> None:
         """Open the source (raising :class:`SourceError` now if it cannot) and start threads."""
         self.source.open()
+        for out in self.outputs:
+            if isinstance(out, VideoOutput) and out.fps is None:
+                out.fps = self.source.frame_rate or self.source.options.fps or 30.0
         self.capture = CaptureThread(self.source, self.metrics, capacity=self.config.queue_size,
                                      backoff=self.config.backoff,
                                      max_frames=self.config.max_frames)

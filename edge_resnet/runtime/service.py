@@ -43,7 +43,7 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
     outs: List[Output] = []
     try:
         gal = load_gallery_for(gallery, engine.spec) if gallery is not None else None
-        fps = (source_options.fps if source_options else None) or 30.0
+        fps = source_options.fps if source_options else None
         for uri in outputs:
             outs.append(create_output(uri, source, fps))
         return Pipeline(engine, src, outs, config, gallery=gal)

@@ -83,8 +83,12 @@ def test_annotated_video_and_several_outputs(digits_onnx: Path, digits_video: Tu
     out_video, out_jsonl = tmp_path / "annotated.avi", tmp_path / "e.jsonl"
     snap = build_pipeline(digits_onnx, str(video), [str(out_video), str(out_jsonl)],
                           threads=2).run()
+    import cv2
     written = read_video(out_video)
     source = read_video(video)
+    cap = cv2.VideoCapture(str(out_video))
+    assert cap.get(cv2.CAP_PROP_FPS) == 25.0          # the source's rate, not a default
+    cap.release()
     assert len(written) == snap["counts"]["processed"] == len(_events(out_jsonl)) == 40
     assert written[0].shape == (480, 640, 3)
     # the top-left text band changed (label + FPS drawn), the bottom-right corner did not
