@@ -128,7 +128,8 @@ def write_digits_folder(out_dir: "str | Path", size: int = 32, test_fraction: fl
 
 @dataclass
 class DemoResult:
-    """Every artifact the demo wrote and the numbers it measured."""
+    """Every artifact the demo wrote and the numbers it measured (accuracies in percent, as
+    evaluation reports them)."""
 
     out_dir: Path
     checkpoint: Path
@@ -137,10 +138,10 @@ class DemoResult:
     report_json: Path
     report_md: Path
     init: str
-    val_accuracy: float
-    torch_test_accuracy: Optional[float]
-    onnx_test_accuracy: Optional[float]
-    fused_test_accuracy: Optional[float]
+    val_top1_pct: float
+    torch_test_top1_pct: Optional[float]
+    onnx_test_top1_pct: Optional[float]
+    fused_test_top1_pct: Optional[float]
     parity_max_abs_diff: float
     seconds: Dict[str, float]
 
@@ -191,9 +192,9 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
     json_path, md_path = write_report(report, out / "eval")
     seconds["eval"] = time.perf_counter() - clock
     result = DemoResult(out, trained.checkpoint, exported.path, fused_result.path, json_path,
-                        md_path, trained.init, trained.final_val_accuracy,
-                        trained.test_accuracy, report.reference.top1,
-                        report.candidates[0].top1,
+                        md_path, trained.init, 100.0 * trained.final_val_accuracy,
+                        None if trained.test_accuracy is None else 100.0 * trained.test_accuracy,
+                        report.reference.top1, report.candidates[0].top1,
                         float(parity.max_abs_diff) if parity is not None else float("nan"),
                         seconds)
     atomic_write_json(out / "demo-summary.json", result.to_dict())
@@ -203,17 +204,17 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
 def format_summary(result: DemoResult) -> str:
     """A few lines for the terminal: where everything is and how accurate each stage is."""
     def pct(value: Optional[float]) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} %"
+        return "n/a" if value is None else f"{value:.2f} %"
 
     t = result.seconds
     return "\n".join([
         f"demo written to {result.out_dir} ({sum(t.values()):.0f}s: data {t['data']:.0f}s, "
         f"finetune {t['finetune']:.0f}s, export {t['export']:.0f}s, eval {t['eval']:.0f}s)",
         f"  checkpoint  {result.checkpoint}  (init={result.init}, "
-        f"val {pct(result.val_accuracy)}, test {pct(result.torch_test_accuracy)} in PyTorch)",
-        f"  onnx fp32   {result.onnx}  (test {pct(result.onnx_test_accuracy)}, parity max "
+        f"val {pct(result.val_top1_pct)}, test {pct(result.torch_test_top1_pct)} in PyTorch)",
+        f"  onnx fp32   {result.onnx}  (test {pct(result.onnx_test_top1_pct)}, parity max "
         f"|diff| {result.parity_max_abs_diff:.2e})",
         f"  onnx fused  {result.onnx_fused}  (uint8 BGR frames in, test "
-        f"{pct(result.fused_test_accuracy)})",
+        f"{pct(result.fused_test_top1_pct)})",
         f"  report      {result.report_md}",
     ])

@@ -230,8 +230,9 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     A stratified ``val_fraction`` is held out and scored after every epoch; ``test_dir`` (same
     class subfolders), when given, is scored at the end. ``resize=None`` is a plain resize to
     ``resolution``. ``workers`` threads decode images (0: in the calling thread); ``threads`` is
-    torch's thread count (0: all cores this process may use). Deterministic for a seed on a
-    given machine and torch version.
+    torch's thread count (0: all cores this process may use; on a machine busy with other
+    work 1 thread can be several times faster, as OpenMP threads then wait on each other).
+    Deterministic for a seed, machine, torch version and thread count.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
     if threads < 0 or workers < 0:
