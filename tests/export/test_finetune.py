@@ -109,3 +109,25 @@ def test_bad_arguments_and_data_are_refused(tmp_path: Path, tiny_folder: Path) -
     with pytest.raises(DataError, match="contains no files"):
         finetune(tmp_path / "empty", tmp_path / "m.pt", resolution=32)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_auto_init_starts_from_cached_imagenet_weights(tmp_path: Path, tiny_folder: Path,
+                                                       empty_hub: Path) -> None:
+    from torchvision.models import resnet50
+
+    from edge_resnet.export.models import hub_weights_path
+
+    cached, _ = hub_weights_path("imagenet-v1")
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(7)
+    stand_in = resnet50(weights=None)  # same format as the real download
+    torch.save(stand_in.state_dict(), cached)
+    result = finetune(tiny_folder, tmp_path / "m.pt", resolution=32, epochs=1, batch_size=8,
+                      lr=1e-9, init="auto", threads=1, progress=False)
+    assert result.init == "imagenet-v1"
+    tuned = load_model(str(tmp_path / "m.pt"))
+    assert tuned.extra["recipe"]["init"] == "imagenet-v1"
+    assert tuned.model.fc.out_features == 3  # a fresh head for the folder's classes
+    # With a vanishing learning rate the backbone is still the cached weights.
+    conv = tuned.model.state_dict()["conv1.weight"]
+    assert torch.allclose(conv, stand_in.state_dict()["conv1.weight"], atol=1e-6)
