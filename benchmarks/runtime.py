@@ -3,7 +3,8 @@
 Writes a 640x480 video with OpenCV (moving shapes over a gradient, mp4v), then in one process:
 1. raw bs1 inference rate of MODEL on BACKEND (preprocessed input, nothing else running);
 2. end-to-end pipeline FPS on the video (capture + decode + preprocess + infer + postprocess);
-3. raw rate again (the machine is shared: the two raw runs bracket the pipeline run);
+3. raw rate again: each pipeline run is bracketed by two raw runs, for ``--rounds`` rounds,
+   and the median ratio is reported (the machine may be shared and its load drifts);
 4. preprocessing ms/frame on the decoded frames: the SDK definition (resize + crop + normalise
    to float NCHW) and, for a fused-preprocessing graph, only resize + crop to uint8.
 
@@ -80,25 +81,33 @@ def raw_rate(backend: Any, runs: int) -> float:
 
 
 def measure(args: argparse.Namespace, video: Path) -> Dict[str, Any]:
+    """Alternate raw-rate and pipeline runs ``--rounds`` times; each pipeline run is compared
+    with the mean of the raw runs just before and after it (the machine may be shared, so
+    the load drifts), and the median ratio is reported with every round's numbers."""
     result: Dict[str, Any] = {"model": args.model, "backend": args.backend,
                               "threads": args.threads, "frames": args.frames}
+    rounds: List[Dict[str, float]] = []
     with load_backend(args.backend, args.model, threads=args.threads) as backend:
         result["precision"] = backend.info.precision
-        before = raw_rate(backend, args.runs)
-        snap = Pipeline(backend, create_source(str(video)), [],
-                        PipelineConfig(max_batch=1)).run()
-        after = raw_rate(backend, args.runs)
+        raw = [raw_rate(backend, args.runs)]
+        for _ in range(args.rounds):
+            snap = Pipeline(backend, create_source(str(video)), [],
+                            PipelineConfig(max_batch=1)).run()
+            raw.append(raw_rate(backend, args.runs))
+            bracket = (raw[-2] + raw[-1]) / 2
+            rounds.append({"raw_bs1_fps": bracket, "pipeline_fps": snap["fps"],
+                           "ratio": snap["fps"] / bracket})
         spec = backend.spec
-    result.update(raw_bs1_fps_before=before, raw_bs1_fps_after=after,
-                  raw_bs1_fps=(before + after) / 2, pipeline_fps=snap["fps"],
-                  pipeline_counts=snap["counts"], pipeline_latency_ms=snap["latency_ms"])
-    result["ratio"] = result["pipeline_fps"] / result["raw_bs1_fps"]
+    result["rounds"] = rounds
+    for key in ("raw_bs1_fps", "pipeline_fps", "ratio"):
+        result[key] = float(np.median([r[key] for r in rounds]))
+    result.update(pipeline_counts=snap["counts"], pipeline_latency_ms=snap["latency_ms"])
     frames = decoded_frames(video, 100)
     unfused = spec.with_changes(fused_preprocessing=False)
     fused = spec.with_changes(fused_preprocessing=True, input_color_order="BGR")
     result["preprocess_ms_per_frame"] = {"sdk_normalised_float": preprocess_ms(frames, unfused),
                                          "fused_in_graph_resize_only": preprocess_ms(frames, fused)}
-    print(format_summary(snap, f"pipeline {Path(args.model).name} on {args.backend}"),
+    print(format_summary(snap, f"last pipeline run, {Path(args.model).name} on {args.backend}"),
           file=sys.stderr)
     return result
 
@@ -109,8 +118,10 @@ def main() -> int:
     parser.add_argument("--fused-model", help="the same network with fused preprocessing")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=150, help="video length (frames)")
+    parser.add_argument("--runs", type=int, default=50, help="timed bs1 inferences per raw run")
+    parser.add_argument("--rounds", type=int, default=5, help="pipeline runs, each bracketed "
+                        "by raw runs")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     results = []
@@ -121,11 +132,12 @@ def main() -> int:
             results.append(measure(args, video))
     for r in results:
         pre = r["preprocess_ms_per_frame"]
+        per_round = ", ".join(f"{100 * x['ratio']:.0f}%" for x in r["rounds"])
         print(f"{Path(r['model']).name} [{r['precision']}] on {r['backend']} "
-              f"({r['threads']} threads): raw bs1 {r['raw_bs1_fps']:.1f} img/s "
-              f"(before {r['raw_bs1_fps_before']:.1f}, after {r['raw_bs1_fps_after']:.1f}), "
-              f"pipeline {r['pipeline_fps']:.1f} FPS on {r['frames']} 640x480 frames -> "
-              f"{100 * r['ratio']:.1f} % | preprocess/frame: normalised float "
+              f"({r['threads']} threads), medians of {len(r['rounds'])} rounds: raw bs1 "
+              f"{r['raw_bs1_fps']:.1f} img/s, pipeline {r['pipeline_fps']:.1f} FPS on "
+              f"{r['frames']} 640x480 frames -> {100 * r['ratio']:.1f} % (rounds: {per_round})"
+              f" | preprocess/frame: normalised float "
               f"{pre['sdk_normalised_float']:.2f} ms, fused resize-only "
               f"{pre['fused_in_graph_resize_only']:.2f} ms")
     if args.json:
