@@ -27,6 +27,8 @@ __all__ = ["CalibrationOptions", "CalibrationResult", "MethodArtifacts", "calibr
 
 log = logging.getLogger(__name__)
 
+_FP16_KEY = "edge_resnet.fp16_of"  # [fp32 graph fingerprint, keep_io_types]: resume check
+
 
 @dataclass(frozen=True)
 class CalibrationOptions:
@@ -47,6 +49,7 @@ class CalibrationOptions:
     eval_data: Optional[Path] = None
     eval_images: Optional[int] = None
     sensitivity_images: int = 64
+    max_float_layers: Optional[int] = None
     frame_stride: int = 1
     reader: Optional[str] = None
     threads: int = 0
@@ -171,11 +174,18 @@ def _method_stage(model: Any, stats: ActivationStats, method: str, out_dir: Path
 
 def _fp16_stage(model: Any, path: Path, opts: CalibrationOptions, batch: np.ndarray) -> Path:
     from edge_resnet.calibration.fp16 import check_fp16, convert_fp16
-    from edge_resnet.calibration.qdq import save_model
+    from edge_resnet.calibration.qdq import save_model, set_metadata
 
+    fingerprint = model_fingerprint(model)
     if path.is_file():
-        return path
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+                .metadata_props}
+        if meta.get(_FP16_KEY) == json.dumps([fingerprint, opts.keep_io_types]):
+            return path
     half = convert_fp16(model, keep_io_types=opts.keep_io_types)
+    set_metadata(half, {_FP16_KEY: [fingerprint, opts.keep_io_types]})
     check = check_fp16(model, half, batch)
     log.info("FP16 check: max |logit diff| %.4f, top-1 agreement %.1f%% on %d images",
              check.max_abs_diff, 100 * check.top1_agreement, check.images)
@@ -221,6 +231,7 @@ def _mixed_stage(model: Any, result: CalibrationResult, batches: Sequence[np.nda
     qdq = load_onnx(result.methods[result.best_method].qdq_path)
     mixed_model, mixed = search_mixed(model, qdq, batches, labels, opts.max_drop,
                                       sensitivity_images=opts.sensitivity_images,
+                                      max_float_layers=opts.max_float_layers,
                                       threads=opts.threads, progress=opts.progress)
     result.mixed = mixed
     result.mixed_path = save_model(mixed_model, result.out_dir / f"{stem}.int8.mixed.onnx")

@@ -4,7 +4,8 @@ TensorRT (8.0+) accepts Q/DQ ONNX when quantization is symmetric INT8 (zero poin
 per-channel on axis 0 of Conv weights, activations per-tensor, opset >= 13. For fusion, every
 Conv takes a dequantized input and dequantized weights, and both inputs of each residual Add are
 dequantized (so the Add fuses into the preceding conv). Convs listed in the model's
-``edge_resnet.float_nodes`` metadata were deliberately kept float by accuracy-aware calibration.
+``edge_resnet.float_nodes`` metadata (Convs, residual Adds) were deliberately kept float by
+accuracy-aware calibration.
 """
 
 from __future__ import annotations
@@ -96,6 +97,14 @@ def _dq_feeding(index: GraphIndex, tensor: str) -> Optional[object]:
     return None
 
 
+def _per_tensor(index: GraphIndex, dq: "object", consumer: str) -> List[Violation]:
+    scale = _const_array(index, dq.input[1]) if len(dq.input) > 1 else None  # type: ignore
+    if scale is not None and scale.size > 1:
+        return [Violation(consumer, "activation quantized per-channel; TensorRT needs "
+                                    "per-tensor activation scales")]
+    return []
+
+
 def _check_conv(index: GraphIndex, node: "object", float_ok: Set[str]) -> List[Violation]:
     name = node.name  # type: ignore[attr-defined]
     act = _dq_feeding(index, node.input[0])  # type: ignore[attr-defined]
@@ -105,6 +114,8 @@ def _check_conv(index: GraphIndex, node: "object", float_ok: Set[str]) -> List[V
     out: List[Violation] = []
     if act is None:
         out.append(Violation(name, "Conv input is not quantized (no DequantizeLinear feeds it)"))
+    else:
+        out.extend(_per_tensor(index, act, name))
     if weight is None:
         out.append(Violation(name, "Conv weight is not quantized (no DequantizeLinear feeds it)"))
     elif len(weight.input) > 1:  # type: ignore[attr-defined]
@@ -135,8 +146,13 @@ def check_qdq(model: "object") -> List[Violation]:
     for conv in layout.convs:
         violations.extend(_check_conv(index, nodes[conv], float_ok))
     for add in layout.residual_adds:
+        if add in float_ok and not any(_dq_feeding(index, t) for t in nodes[add].input):
+            continue  # kept float on purpose by accuracy-aware calibration
         for position, tensor in enumerate(nodes[add].input):
-            if _dq_feeding(index, tensor) is None:
+            dq = _dq_feeding(index, tensor)
+            if dq is not None:
+                violations.extend(_per_tensor(index, dq, add))
+            else:
                 violations.append(Violation(add, f"residual Add input {position} ({tensor}) is "
                                                  "not quantized; TensorRT cannot fuse the add"))
     return violations

@@ -40,6 +40,8 @@ def register(subparsers: Any) -> None:
     cal.add_argument("--max-drop", type=float,
                      help="accuracy-aware mode: keep sensitive layers float until the top-1 "
                           "drop on --eval-data is at most this many points")
+    cal.add_argument("--max-float-layers", type=int,
+                     help="accuracy-aware mode: most layers left float (default: a quarter)")
     cal.add_argument("--threads", type=int, default=0)
     cal.add_argument("--no-progress", action="store_true")
     cal.set_defaults(func=_calibrate)
@@ -61,7 +63,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch_size, stats_path=args.stats,
         trt_version=args.trt_version, fp16=args.fp16, keep_io_types=not args.fp16_io,
         quantize_fc=args.quantize_fc, max_drop=args.max_drop, eval_data=args.eval_data,
-        frame_stride=args.frame_stride, threads=args.threads, progress=not args.no_progress)
+        max_float_layers=args.max_float_layers, frame_stride=args.frame_stride, threads=args.threads, progress=not args.no_progress)
     result = calibrate(args.model, args.data, args.out, options)
     lines: List[str] = [f"statistics: {result.stats_path} ({result.images_used} images, "
                         f"{result.skipped} skipped{', reused' if result.stats_reused else ''})"]

@@ -1,15 +1,16 @@
-"""Accuracy-aware mixed precision: keep the most sensitive Conv layers float until the top-1
-drop on a held-out labeled split is within budget.
+"""Accuracy-aware mixed precision: keep the most sensitive layers (Convs and residual Adds) float
+until the top-1 drop on a held-out labeled split is within budget.
 
-1. Sensitivity: for each Conv, the fully quantized model with only that Conv back in float
+1. Sensitivity: for each layer, the fully quantized model with only that layer back in float
    ("all but one"); the score is how much the mean logit KL divergence to FP32 falls on a
    subset of the held-out images (a continuous signal; top-1 on a few hundred images is too
    coarse to rank 53 layers).
 2. Selection: float the top-k layers for k = 1, 2, 4, ... until the top-1 drop on the whole
    held-out split is within budget, then bisect for the smallest such k.
-Variants are made by rewiring the Conv to its float input/weight in the one QDQ graph (its
-dedicated Q/DQ pairs then fall away), so no layer needs re-quantizing. If even every Conv in
-float misses the budget, :class:`GateError`.
+Variants are made by rewiring the layer to its float inputs in the one QDQ graph (its dedicated
+Q/DQ pairs then fall away), so no layer needs re-quantizing. At most ``max_float_layers``
+(default: a quarter of the layers) may stay float — beyond that the model is no longer an INT8
+model worth deploying — and missing the budget within that limit is a :class:`GateError`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class MixedResult:
 
 
 def float_layers(qdq_model: "object", convs: Sequence[str]) -> "object":
-    """Copy of ``qdq_model`` with ``convs`` fed by their float input and weight."""
+    """Copy of ``qdq_model`` with the Conv/Add nodes ``convs`` fed by their float inputs."""
     import onnx
 
     from edge_resnet.calibration.qdq import set_metadata
@@ -54,8 +55,8 @@ def float_layers(qdq_model: "object", convs: Sequence[str]) -> "object":
     nodes = {n.name: n for n in model.graph.node}
     for name in convs:
         node = nodes.get(name)
-        if node is None or node.op_type != "Conv":
-            raise InputError(f"{name!r} is not a Conv node of this model")
+        if node is None or node.op_type not in ("Conv", "Add"):
+            raise InputError(f"{name!r} is not a Conv or Add node of this model")
         for position in (0, 1):
             dq = index.producer.get(node.input[position])
             if dq is None or dq.op_type != "DequantizeLinear":  # type: ignore[attr-defined]
@@ -142,7 +143,8 @@ def _sensitivity(runner: _Runner, qdq: "object", convs: Sequence[str], ref: np.n
 
 def search_mixed(fp32: "object", qdq: "object", batches: Sequence[np.ndarray],
                  labels: np.ndarray, max_drop: float, *, sensitivity_images: int = 64,
-                 threads: int = 0, progress: bool = True) -> Tuple["object", MixedResult]:
+                 max_float_layers: Optional[int] = None, threads: int = 0,
+                 progress: bool = True) -> Tuple["object", MixedResult]:
     """Smallest set of most-sensitive Convs to keep float so the top-1 drop <= ``max_drop``."""
     if not max_drop >= 0:
         raise InputError(f"--max-drop must be >= 0 points, got {max_drop}")
@@ -154,9 +156,11 @@ def search_mixed(fp32: "object", qdq: "object", batches: Sequence[np.ndarray],
                          fp32_top1 - int8_top1, images=len(labels))
     if result.plain_drop <= max_drop:
         return qdq, result
-    convs = resnet_layout(qdq).convs
+    layout = resnet_layout(qdq)
+    convs = layout.convs + layout.residual_adds
+    limit = max_float_layers if max_float_layers is not None else max(1, len(convs) // 4)
     result.sensitivity = _sensitivity(runner, qdq, convs, ref, sensitivity_images, progress)
-    ranked = sorted(convs, key=lambda c: -result.sensitivity[c])
+    ranked = sorted(convs, key=lambda c: -result.sensitivity[c])[:limit]
 
     def drop_for(k: int) -> Tuple["object", float]:
         model = float_layers(qdq, ranked[:k])
@@ -173,9 +177,10 @@ def search_mixed(fp32: "object", qdq: "object", batches: Sequence[np.ndarray],
             break
         if k == len(ranked):
             raise GateError(
-                f"top-1 drop {drop:.2f} points with every Conv in float still exceeds the "
-                f"budget of {max_drop:g} points (plain INT8: {result.plain_drop:.2f}); "
-                "use a better calibration method/more images or a larger --max-drop")
+                f"top-1 drop {drop:.2f} points with the {k} most sensitive layers in float "
+                f"(the limit) still exceeds the budget of {max_drop:g} points (plain INT8: "
+                f"{result.plain_drop:.2f}); use a better calibration method or more images, a "
+                "larger --max-drop or a higher --max-float-layers")
         low, k = k, min(2 * k, len(ranked))
     high = best[0]
     while high - low > 1:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class QdqOptions:
-    """What to quantize. ``float_nodes``: Conv nodes deliberately kept float (mixed mode)."""
+    """What to quantize. ``float_nodes``: Conv/Add nodes deliberately kept float (mixed mode)."""
 
     quantize_fc: bool = False
     float_nodes: Tuple[str, ...] = ()
@@ -49,7 +49,7 @@ def quantized_tensors(model: "object", options: QdqOptions = QdqOptions()) -> Li
     layout = resnet_layout(model)
     nodes = {n.name: n for n in index.graph.node}
     names: List[str] = []
-    chosen = [c for c in layout.convs if c not in options.float_nodes] + layout.residual_adds
+    chosen = [c for c in layout.convs + layout.residual_adds if c not in options.float_nodes]
     if options.quantize_fc:
         chosen += layout.fc
     for node_name in chosen:
@@ -95,9 +95,9 @@ def build_qdq(model: "object", ranges: Mapping[str, float],
         raise DependencyError("onnxruntime's quantization tools are missing") from exc
     prepared = _prepare(model)
     layout = resnet_layout(prepared)
-    unknown = set(options.float_nodes) - set(layout.convs)
+    unknown = set(options.float_nodes) - set(layout.convs) - set(layout.residual_adds)
     if unknown:
-        raise InputError(f"float_nodes {sorted(unknown)} are not Conv nodes of this model")
+        raise InputError(f"float_nodes {sorted(unknown)} are not Conv/Add nodes of this model")
     wanted = quantized_tensors(prepared, options)
     missing = [t for t in wanted if t not in ranges]
     if missing:
@@ -105,7 +105,7 @@ def build_qdq(model: "object", ranges: Mapping[str, float],
                                "another model or an incomplete statistics file)")
     data = {t: TensorData(lowest=np.float32(-ranges[t]), highest=np.float32(ranges[t]))
             for t in wanted}
-    nodes = [c for c in layout.convs if c not in options.float_nodes] + layout.residual_adds
+    nodes = [c for c in layout.convs + layout.residual_adds if c not in options.float_nodes]
     op_types = ["Conv", "Add"] + (["Gemm", "MatMul"] if options.quantize_fc else [])
     if options.quantize_fc:
         nodes += layout.fc
