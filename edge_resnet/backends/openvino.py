@@ -119,7 +119,9 @@ class OpenVinoBackend:
                     f"got {batch.dtype}")
             batch = batch.astype(self._input_dtype)
         try:
-            result = self._request.infer({0: np.ascontiguousarray(batch)})
+            # zero-copy in and out; outputs are copied below before the next infer reuses them
+            result = self._request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True,
+                                         share_outputs=True)
         except Exception as exc:
             raise BackendError(f"OpenVINO inference failed: {exc}") from exc
         logits = np.array(result[self._output_names[self.spec.output_name]], dtype=np.float32)
