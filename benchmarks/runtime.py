@@ -85,14 +85,15 @@ def measure(args: argparse.Namespace, video: Path) -> Dict[str, Any]:
     with the mean of the raw runs just before and after it (the machine may be shared, so
     the load drifts), and the median ratio is reported with every round's numbers."""
     result: Dict[str, Any] = {"model": args.model, "backend": args.backend,
-                              "threads": args.threads, "frames": args.frames}
+                              "threads": args.threads, "frames": args.frames,
+                              "io_niceness": args.io_niceness}
     rounds: List[Dict[str, float]] = []
     with load_backend(args.backend, args.model, threads=args.threads) as backend:
         result["precision"] = backend.info.precision
         raw = [raw_rate(backend, args.runs)]
         for _ in range(args.rounds):
             snap = Pipeline(backend, create_source(str(video)), [],
-                            PipelineConfig(max_batch=1)).run()
+                            PipelineConfig(max_batch=1, io_niceness=args.io_niceness)).run()
             raw.append(raw_rate(backend, args.runs))
             bracket = (raw[-2] + raw[-1]) / 2
             rounds.append({"raw_bs1_fps": bracket, "pipeline_fps": snap["fps"],
@@ -122,6 +123,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="timed bs1 inferences per raw run")
     parser.add_argument("--rounds", type=int, default=5, help="pipeline runs, each bracketed "
                         "by raw runs")
+    parser.add_argument("--io-niceness", type=int, default=PipelineConfig().io_niceness,
+                        help="priority step of capture/preprocess threads below inference")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     results = []

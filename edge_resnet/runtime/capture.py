@@ -11,6 +11,7 @@ Device side: Python 3.8, no torch.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -23,9 +24,26 @@ from edge_resnet.core import DataError, EdgeResnetError, SourceError
 from edge_resnet.runtime.metrics import PipelineMetrics
 from edge_resnet.runtime.sources import VideoSource
 
-__all__ = ["Backoff", "CaptureThread", "Frame", "FrameChannel"]
+__all__ = ["Backoff", "CaptureThread", "Frame", "FrameChannel", "lower_thread_priority"]
 
 log = logging.getLogger(__name__)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux; a no-op elsewhere).
+
+    On a small CPU the inference threads use every core; a capture or preprocessing thread
+    that preempts one of them stalls the whole parallel layer at its next barrier. At a lower
+    priority those threads run in the gaps instead (the bounded queues keep them ahead).
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                 + niceness))
+    except OSError as exc:  # not permitted in some containers: keep the default priority
+        log.debug("cannot lower thread priority: %s", exc)
 
 
 @dataclass
@@ -108,7 +126,7 @@ class CaptureThread(threading.Thread):
 
     def __init__(self, source: VideoSource, metrics: PipelineMetrics, *, capacity: int = 4,
                  backoff: Optional[Backoff] = None, max_frames: Optional[int] = None,
-                 stop_event: Optional[threading.Event] = None) -> None:
+                 stop_event: Optional[threading.Event] = None, niceness: int = 0) -> None:
         super().__init__(name="edge-resnet-capture", daemon=True)
         self.source = source
         self.metrics = metrics
@@ -118,6 +136,7 @@ class CaptureThread(threading.Thread):
         self.channel = FrameChannel(source.live or self.paced, capacity, metrics)
         self.stop_event = stop_event or threading.Event()
         self.error: Optional[BaseException] = None
+        self.niceness = niceness
         self._index = 0
         self._passes = 0
         self._pace_start = 0.0
@@ -126,6 +145,7 @@ class CaptureThread(threading.Thread):
         self.stop_event.set()
 
     def run(self) -> None:
+        lower_thread_priority(self.niceness)
         try:
             self._loop()
         except BaseException as exc:  # surfaced by the pipeline in the caller's thread

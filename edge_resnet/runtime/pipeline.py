@@ -22,7 +22,8 @@ import numpy as np
 from edge_resnet.backends.base import Backend, InferenceOutput
 from edge_resnet.core import InputError, ModelError
 from edge_resnet.preprocessing import preprocess_batch
-from edge_resnet.runtime.capture import Backoff, CaptureThread, Frame, FrameChannel
+from edge_resnet.runtime.capture import (Backoff, CaptureThread, Frame, FrameChannel,
+                                         lower_thread_priority)
 from edge_resnet.runtime.gallery import Gallery, match_threshold
 from edge_resnet.runtime.metrics import PipelineMetrics, format_line
 from edge_resnet.runtime.outputs import Output, VideoOutput, close_all
@@ -51,6 +52,9 @@ class PipelineConfig:
     stats_interval_s: float = 0.0
     max_frames: Optional[int] = None
     backoff: Backoff = field(default_factory=Backoff)
+    # capture and preprocessing run this much "nicer" than inference (Linux), so they fill
+    # the gaps of the inference threads instead of preempting them; 0 keeps equal priority
+    io_niceness: int = 5
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -95,7 +99,8 @@ class Pipeline:
                 out.fps = self.source.frame_rate or self.source.options.fps or 30.0
         self.capture = CaptureThread(self.source, self.metrics, capacity=self.config.queue_size,
                                      backoff=self.config.backoff,
-                                     max_frames=self.config.max_frames)
+                                     max_frames=self.config.max_frames,
+                                     niceness=self.config.io_niceness)
         channel = self.capture.channel
         stages: List[Tuple[str, Callable[[], None]]] = [
             ("preprocess", lambda: self._preprocess_loop(channel)), ("infer", self._infer_loop),
@@ -171,6 +176,7 @@ class Pipeline:
                     raise _Aborted()
 
     def _preprocess_loop(self, channel: FrameChannel) -> None:
+        lower_thread_priority(self.config.io_niceness)
         while not self._failed.is_set():
             frame = channel.get(timeout=0.1)
             if frame is None:
