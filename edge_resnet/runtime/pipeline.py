@@ -54,7 +54,7 @@ class PipelineConfig:
     backoff: Backoff = field(default_factory=Backoff)
     # capture and preprocessing run this much "nicer" than inference (Linux), so they fill
     # the gaps of the inference threads instead of preempting them; 0 keeps equal priority
-    io_niceness: int = 5
+    io_niceness: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
