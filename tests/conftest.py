@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import (  # noqa: E402,F401  (re-exported pytest fixtures)
     digits_checkpoint,
     digits_dirs,
+    digits_features_onnx,
+    digits_fused_onnx,
     digits_model,
     digits_onnx,
     digits_test_images,

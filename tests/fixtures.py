@@ -32,7 +32,8 @@ DIGITS_RECIPE: Dict[str, Any] = {"resolution": 32, "resize": None, "epochs": 8, 
                                  "seed": 0, "init": "scratch", "augment": True}
 
 __all__ = ["DIGITS_PARAMS", "DIGITS_RECIPE", "cache_dir", "digits_checkpoint", "digits_dirs",
-           "digits_model", "digits_onnx", "digits_test_images", "load_labeled_images"]
+           "digits_features_onnx", "digits_fused_onnx", "digits_model", "digits_onnx",
+           "digits_test_images", "load_labeled_images"]
 
 
 def cache_dir() -> Path:
@@ -116,16 +117,37 @@ def digits_model(digits_checkpoint: Path) -> Any:
     return load_model(str(digits_checkpoint))
 
 
-@pytest.fixture(scope="session")
-def digits_onnx(digits_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """FP32 ONNX (float NCHW input, no fused preprocessing) of the digits model."""
+def _export_cached(checkpoint: Path, name: str, **kwargs: Any) -> Path:
+    """Export the checkpoint once per variant, cached beside it (keyed by its file name)."""
     from edge_resnet.export.models import load_model
     from edge_resnet.export.onnx_export import export_onnx
 
-    loaded = load_model(str(digits_checkpoint))  # a private copy: export folds BatchNorm
-    out = tmp_path_factory.mktemp("digits-onnx") / "digits_fp32.onnx"
-    return export_onnx(loaded.model, loaded.spec, out, weights_sha256=loaded.weights_sha256,
-                       source=str(digits_checkpoint)).path
+    out = cache_dir() / f"{checkpoint.stem}-{name}.onnx"
+    with _locked(out.name):
+        if not out.is_file():
+            loaded = load_model(str(checkpoint))  # a private copy: export folds BatchNorm
+            export_onnx(loaded.model, loaded.spec, out, weights_sha256=loaded.weights_sha256,
+                        source=str(checkpoint), **kwargs)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_checkpoint: Path) -> Path:
+    """FP32 ONNX (float NCHW input, no fused preprocessing) of the digits model."""
+    return _export_cached(digits_checkpoint, "fp32")
+
+
+@pytest.fixture(scope="session")
+def digits_features_onnx(digits_checkpoint: Path) -> Path:
+    """Digits ONNX with the pooled 2048-d ``features`` output (for galleries)."""
+    return _export_cached(digits_checkpoint, "features", with_features=True)
+
+
+@pytest.fixture(scope="session")
+def digits_fused_onnx(digits_checkpoint: Path) -> Path:
+    """Digits ONNX with preprocessing fused in-graph (uint8 BGR NHWC input)."""
+    return _export_cached(digits_checkpoint, "fused-bgr", fuse_preprocessing=True,
+                          input_color_order="BGR")
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,19 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from edge_resnet.core import InputError, ModelSpec
+from edge_resnet.core import BackendError, InputError, ModelSpec
 
 try:  # Protocol is typing-only on 3.8+, kept importable for older type checkers.
     from typing import Protocol
 except ImportError:  # pragma: no cover
     from typing_extensions import Protocol  # type: ignore
 
-__all__ = ["Backend", "InferenceOutput", "backend_names", "load_backend", "register_backend"]
+__all__ = ["Backend", "BackendBase", "InferenceOutput", "backend_names", "load_backend",
+           "register_backend"]
 
 
 @dataclass
@@ -63,6 +64,69 @@ class Backend(Protocol):
 
     def __exit__(self, *exc: object) -> None:
         ...
+
+
+_Self = TypeVar("_Self", bound="BackendBase")
+
+
+class BackendBase:
+    """Lifecycle and input checks shared by the concrete backends.
+
+    Subclasses set ``spec``, ``info``, ``_input_dtype`` (numpy scalar type), ``_input_shape``
+    (ints for fixed dimensions, anything else for dynamic ones) and ``_input_label``, and
+    implement ``_release``.
+    """
+
+    spec: ModelSpec
+    info: BackendInfo
+    _input_dtype: Any = np.float32
+    _input_shape: Sequence[Any] = ()
+    _input_label: str = "input"
+    _closed: bool = False
+
+    @property
+    def input_dtype(self) -> "np.dtype[Any]":
+        return np.dtype(self._input_dtype)
+
+    def check_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Refuse batches that would run but mean something else (raw pixels into a float graph,
+        a wrong layout); cast float32 to a float16 input."""
+        if self._closed:
+            raise BackendError("backend is closed")
+        if batch.ndim != 4:
+            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
+        if batch.dtype != self._input_dtype:
+            if self._input_dtype == np.uint8:
+                raise InputError(
+                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
+                    f"got {batch.dtype}")
+            if not np.issubdtype(batch.dtype, np.floating):
+                raise InputError(
+                    f"this model takes normalised float {self.spec.layout} input; got "
+                    f"{batch.dtype} (use edge_resnet.preprocessing.preprocess_batch)")
+            batch = batch.astype(self._input_dtype)
+        expected = list(self._input_shape)
+        wrong = [i for i, (d, n) in enumerate(zip(expected, batch.shape))
+                 if isinstance(d, int) and d != n]
+        if wrong:
+            hint = (f"; the model has a fixed batch size: use batch size {expected[0]}"
+                    if wrong == [0] else "")
+            raise InputError(f"batch shape {tuple(batch.shape)} does not fit the model input "
+                             f"{self._input_label!r} of shape {expected}{hint}")
+        return np.ascontiguousarray(batch)
+
+    def _release(self) -> None:
+        """Free the session/engine (subclasses)."""
+
+    def close(self) -> None:
+        self._closed = True
+        self._release()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 BackendFactory = Callable[..., Backend]

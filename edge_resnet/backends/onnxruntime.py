@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge_resnet.backends.base import BackendInfo, InferenceOutput
+from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
 from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
 
 __all__ = ["OnnxRuntimeBackend", "onnx_precision"]
@@ -34,7 +34,7 @@ def onnx_precision(input_types: Sequence[str], op_types: Sequence[str]) -> str:
     return "fp32"
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     """Runs an exported (or calibrated) edge-resnet ONNX with ONNX Runtime.
 
     ``threads`` sets intra-op threads (0 lets ONNX Runtime choose). ``spec`` overrides the spec
@@ -67,6 +67,8 @@ class OnnxRuntimeBackend:
         if len(inputs) != 1:
             raise ModelError(f"{path}: expected one input, found {[i.name for i in inputs]}")
         self._input = inputs[0]
+        self._input_shape = list(self._input.shape)
+        self._input_label = self._input.name
         self._output_names = [o.name for o in self._session.get_outputs()]
         if self.spec.output_name not in self._output_names:
             raise ModelError(
@@ -79,7 +81,6 @@ class OnnxRuntimeBackend:
             device=",".join(self._session.get_providers()),
             details={"threads": threads, "input_type": self._input.type,
                      "onnxruntime": ort.__version__})
-        self._closed = False
 
     def _guess_precision(self, path: Path) -> str:
         try:
@@ -90,14 +91,8 @@ class OnnxRuntimeBackend:
             ops = []
         return onnx_precision([self._input.type], ops)
 
-    @property
-    def input_dtype(self) -> "np.dtype[Any]":
-        return np.dtype(self._input_dtype)
-
     def infer(self, batch: np.ndarray) -> InferenceOutput:
-        if self._closed:
-            raise BackendError("backend is closed")
-        batch = self._check_batch(batch)
+        batch = self.check_batch(batch)
         try:
             outputs = self._session.run(self._output_names, {self._input.name: batch})
         except Exception as exc:
@@ -109,37 +104,5 @@ class OnnxRuntimeBackend:
             features = features.astype(np.float32, copy=False)
         return InferenceOutput(logits=logits, features=features)
 
-    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Refuse batches that would run but mean something else (raw pixels into a float graph,
-        a wrong layout); cast float32 to a float16 input."""
-        if batch.ndim != 4:
-            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
-        if batch.dtype != self._input_dtype:
-            if self._input_dtype == np.uint8:
-                raise InputError(
-                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
-                    f"got {batch.dtype}")
-            if not np.issubdtype(batch.dtype, np.floating):
-                raise InputError(
-                    f"this model takes normalised float {self.spec.layout} input; got "
-                    f"{batch.dtype} (use edge_resnet.preprocessing.preprocess_batch)")
-            batch = batch.astype(self._input_dtype)
-        expected = self._input.shape
-        wrong = [i for i, (d, n) in enumerate(zip(expected, batch.shape))
-                 if isinstance(d, int) and d != n]
-        if wrong:
-            hint = (f"; the model has a fixed batch size: use batch size {expected[0]}"
-                    if wrong == [0] else "")
-            raise InputError(f"batch shape {tuple(batch.shape)} does not fit the model input "
-                             f"{self._input.name!r} of shape {list(expected)}{hint}")
-        return batch
-
-    def close(self) -> None:
-        self._closed = True
+    def _release(self) -> None:
         self._session = None
-
-    def __enter__(self) -> "OnnxRuntimeBackend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

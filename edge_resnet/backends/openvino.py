@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edge_resnet.backends.base import BackendInfo, InferenceOutput
+from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
 from edge_resnet.backends.onnxruntime import onnx_precision
 from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
 
@@ -41,7 +41,7 @@ def _onnx_metadata(path: Path) -> "tuple[Dict[str, str], List[str]]":
     return meta, sorted({n.op_type for n in model.graph.node})
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(BackendBase):
     """Runs an edge-resnet ONNX with OpenVINO on ``device`` (CPU by default).
 
     ``threads`` sets INFERENCE_NUM_THREADS (0 lets OpenVINO choose); ``spec`` overrides the
@@ -84,6 +84,10 @@ class OpenVinoBackend:
         element = self._compiled.inputs[0].get_element_type()
         in_type = element.get_type_name()          # "u8", "f32", "f16"
         self._input_dtype = np.dtype(element.to_dtype()).type
+        port = self._compiled.inputs[0]
+        self._input_shape = [d.get_length() if d.is_static else None
+                             for d in port.get_partial_shape()]
+        self._input_label = port.get_any_name()
         self._request = self._compiled.create_infer_request()
         precision = meta.get("edge_resnet.precision", "").strip('"') or onnx_precision(
             [in_type.replace("f16", "float16")], ops)
@@ -93,7 +97,6 @@ class OpenVinoBackend:
                      "inference_precision": self._compiled.get_property(
                          "INFERENCE_PRECISION_HINT").get_type_name(),
                      "openvino": ov.__version__})
-        self._closed = False
 
     @staticmethod
     def _names(ports: Any) -> Dict[str, int]:
@@ -103,24 +106,11 @@ class OpenVinoBackend:
                 names[name] = i
         return names
 
-    @property
-    def input_dtype(self) -> "np.dtype[Any]":
-        return np.dtype(self._input_dtype)
-
     def infer(self, batch: np.ndarray) -> InferenceOutput:
-        if self._closed:
-            raise BackendError("backend is closed")
-        if batch.ndim != 4:
-            raise InputError(f"expected a 4-D batch, got shape {batch.shape}")
-        if batch.dtype != self._input_dtype:
-            if self._input_dtype == np.uint8:
-                raise InputError(
-                    "this model has preprocessing fused in-graph and takes uint8 NHWC frames; "
-                    f"got {batch.dtype}")
-            batch = batch.astype(self._input_dtype)
+        batch = self.check_batch(batch)
         try:
             # zero-copy in and out; outputs are copied below before the next infer reuses them
-            result = self._request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True,
+            result = self._request.infer({0: batch}, share_inputs=True,
                                          share_outputs=True)
         except Exception as exc:
             raise BackendError(f"OpenVINO inference failed: {exc}") from exc
@@ -131,13 +121,6 @@ class OpenVinoBackend:
                                 dtype=np.float32)
         return InferenceOutput(logits=logits, features=features)
 
-    def close(self) -> None:
-        self._closed = True
+    def _release(self) -> None:
         self._request = None
         self._compiled = None
-
-    def __enter__(self) -> "OpenVinoBackend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

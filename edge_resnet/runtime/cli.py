@@ -23,8 +23,10 @@ def _positive_int(text: str) -> int:
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="onnxruntime",
-                   help="inference backend: onnxruntime (default), openvino, tensorrt")
+    from edge_resnet.backends.base import backend_names
+
+    p.add_argument("--backend", default="onnxruntime", choices=backend_names(),
+                   help="inference backend (default onnxruntime)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU inference threads (0: the backend's default)")
 
@@ -37,7 +39,7 @@ def register(subparsers: Any) -> None:
                     "file://clip.mp4 or clip.mp4, an image folder or glob, gst://<pipeline>. "
                     "OUTPUT: - (JSON Lines on stdout, default), out.jsonl, out.mp4/.avi "
                     "(annotated), display://0.")
-    run.add_argument("model", help="edge-resnet ONNX (or engine for --backend tensorrt)")
+    run.add_argument("model", help="edge-resnet ONNX model")
     run.add_argument("source", help="source URI")
     run.add_argument("outputs", nargs="*", default=["-"], help="output URIs (several allowed)")
     _add_backend(run)

@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Tuple
 
-import sys
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
 from edge_resnet.backends import backend_names, load_backend
 from edge_resnet.core import InputError, ModelError
 from edge_resnet.preprocessing import preprocess_batch
 
-from model_fixtures import digits_features_onnx, digits_fused_onnx  # noqa: E402,F401
 
 pytestmark = pytest.mark.openvino
 pytest.importorskip("openvino", reason="the openvino extra is not installed "

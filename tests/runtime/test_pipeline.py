@@ -19,7 +19,7 @@ from edge_resnet.runtime.outputs import Output, create_output
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
 from edge_resnet.runtime.service import build_pipeline
 from edge_resnet.runtime.sources import SourceOptions, create_source
-from conftest import digit_frames, read_video, write_video
+from media import digit_frames, read_video, write_video
 
 
 def _events(path: Path) -> List[dict]:

@@ -15,7 +15,7 @@ from edge_resnet.runtime.metrics import PipelineMetrics
 from edge_resnet.runtime.sources import (CvSource, ImageSequenceSource, SourceOptions,
                                          create_source, csi_pipeline, gstreamer_available,
                                          parse_uri)
-from conftest import write_video
+from media import write_video
 
 
 @pytest.mark.parametrize("uri,kind,location", [

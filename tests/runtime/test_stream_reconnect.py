@@ -10,7 +10,7 @@ from typing import Any, Callable
 from edge_resnet.runtime.capture import Backoff
 from edge_resnet.runtime.pipeline import PipelineConfig
 from edge_resnet.runtime.service import build_pipeline
-from conftest import digit_frames
+from media import digit_frames
 from mjpeg_server import MjpegServer
 
 
