@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -144,6 +144,8 @@ class DemoResult:
     fused_test_top1_pct: Optional[float]
     parity_max_abs_diff: float
     seconds: Dict[str, float]
+    calibration_dir: Optional[Path] = None
+    precision_top1_pct: Dict[str, Optional[float]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -151,14 +153,17 @@ class DemoResult:
 
 def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr: float = 2e-3,
              seed: int = 0, init: str = "scratch", threads: int = 0,
-             progress: bool = True) -> DemoResult:
+             calibrate: bool = True, progress: bool = True) -> DemoResult:
     """Digits -> fine-tuned ResNet50 (32x32) -> proven FP32 ONNX (+ fused uint8 BGR graph)
-    -> evaluation report, all under ``out_dir``.
+    -> FP16 and INT8 (all four calibration methods) -> one evaluation report comparing every
+    precision with the FP32 reference, all under ``out_dir``.
 
     ``init="scratch"`` by default so the demo does the same thing on every machine; pass
     ``"auto"`` to start from cached ImageNet weights when present. ``threads`` is torch's
     training thread count (0: all cores; 1 is faster on a machine busy with other work).
     """
+    from edge_resnet.calibration import CalibrationOptions
+    from edge_resnet.calibration import calibrate as run_calibration
     from edge_resnet.evaluation import evaluate, write_report
     from edge_resnet.export.finetune import finetune
     from edge_resnet.export.models import load_model
@@ -187,8 +192,18 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
                                       source=str(trained.checkpoint))
     check_fused_vs_unfused(fused_result.path, exported.path, images)
     seconds["export"], clock = time.perf_counter() - clock, time.perf_counter()
-    report = evaluate(exported.path, {"fp32-fused-bgr-uint8": fused_result.path},
-                      digits.test_dir, progress=progress, reference_name="fp32")
+    candidates: Dict[str, Path] = {"fp32-fused-bgr-uint8": fused_result.path}
+    calibration_dir = None
+    if calibrate:
+        calibration_dir = out / "calibration"
+        cal = run_calibration(exported.path, digits.train_dir, calibration_dir, CalibrationOptions(
+            methods=("all",), num_images=256, seed=seed, fp16=True, progress=progress))
+        if cal.fp16_path is not None:
+            candidates["fp16"] = cal.fp16_path
+        candidates.update({f"int8-{m}": a.qdq_path for m, a in sorted(cal.methods.items())})
+        seconds["calibrate"], clock = time.perf_counter() - clock, time.perf_counter()
+    report = evaluate(exported.path, candidates, digits.test_dir, progress=progress,
+                      reference_name="fp32")
     json_path, md_path = write_report(report, out / "eval")
     seconds["eval"] = time.perf_counter() - clock
     result = DemoResult(out, trained.checkpoint, exported.path, fused_result.path, json_path,
@@ -196,7 +211,8 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
                         None if trained.test_accuracy is None else 100.0 * trained.test_accuracy,
                         report.reference.top1, report.candidates[0].top1,
                         float(parity.max_abs_diff) if parity is not None else float("nan"),
-                        seconds)
+                        seconds, calibration_dir,
+                        {c.name: c.top1 for c in [report.reference, *report.candidates]})
     atomic_write_json(out / "demo-summary.json", result.to_dict())
     return result
 
@@ -208,13 +224,17 @@ def format_summary(result: DemoResult) -> str:
 
     t = result.seconds
     return "\n".join([
-        f"demo written to {result.out_dir} ({sum(t.values()):.0f}s: data {t['data']:.0f}s, "
-        f"finetune {t['finetune']:.0f}s, export {t['export']:.0f}s, eval {t['eval']:.0f}s)",
+        f"demo written to {result.out_dir} ({sum(t.values()):.0f}s: "
+        + ", ".join(f"{stage} {secs:.0f}s" for stage, secs in t.items()) + ")",
         f"  checkpoint  {result.checkpoint}  (init={result.init}, "
         f"val {pct(result.val_top1_pct)}, test {pct(result.torch_test_top1_pct)} in PyTorch)",
         f"  onnx fp32   {result.onnx}  (test {pct(result.onnx_test_top1_pct)}, parity max "
         f"|diff| {result.parity_max_abs_diff:.2e})",
         f"  onnx fused  {result.onnx_fused}  (uint8 BGR frames in, test "
         f"{pct(result.fused_test_top1_pct)})",
+        *([f"  calibrated  {result.calibration_dir}  (QDQ INT8 per method, TensorRT caches, "
+           "FP16)"] if result.calibration_dir else []),
+        "  test top-1  " + ", ".join(f"{name} {pct(value)}"
+                                     for name, value in result.precision_top1_pct.items()),
         f"  report      {result.report_md}",
     ])

@@ -30,3 +30,9 @@ def test_demo_cli_writes_every_stage_under_out(tmp_path: Path,
     assert summary["parity_max_abs_diff"] < 1e-3
     report = json.loads((out / "eval.json").read_text())
     assert report["images_evaluated"] == 359
+    # Every precision the demo calibrated is in the one report, against the FP32 reference.
+    names = {m["name"] for m in report["candidates"]}
+    assert {"fp16", "int8-entropy", "int8-minmax", "int8-mse", "int8-percentile"} <= names
+    assert set(summary["precision_top1_pct"]) == names | {"fp32"}
+    assert (out / "calibration").is_dir()
+    assert "int8-entropy" in printed
