@@ -1,7 +1,7 @@
 """The one preprocessing definition used by finetune, export checks, calibration, eval and runtime.
 
-Numerics follow torchvision's PIL path exactly: ``Resize(resize)`` (shorter side, bilinear with
-PIL's antialiasing) + ``CenterCrop(resolution)`` + ``ToTensor`` + ``Normalize(mean, std)``, or a
+Numerics follow torchvision's PIL path to within one 8-bit level: ``Resize(resize)`` (shorter
+side, bilinear with PIL's antialiasing) + ``CenterCrop(resolution)`` + ``ToTensor`` + ``Normalize(mean, std)``, or a
 plain ``Resize((resolution, resolution))``. Using PIL for the resize is what makes the SDK match
 the FP32 reference the model was trained with; OpenCV's resize kernels differ by several levels.
 
@@ -66,10 +66,18 @@ def resize_crop(image: "np.ndarray | Image.Image", spec: ModelSpec,
     pil = _as_pil(image, color_order)
     width, height = pil.size
     new_w, new_h = resized_size(width, height, spec)
-    if (new_w, new_h) != (width, height):
-        pil = pil.resize((new_w, new_h), _BILINEAR)
-    if (new_w, new_h) != (spec.resolution, spec.resolution):
-        pil = pil.crop(crop_box(new_w, new_h, spec.resolution))
+    size = spec.resolution
+    left, top, right, bottom = crop_box(new_w, new_h, size)
+    if (new_w, new_h) == (width, height):
+        if (width, height) != (size, size):
+            pil = pil.crop((left, top, right, bottom))
+    else:
+        # Resample only the crop: the source box is the crop's preimage at the resize scale, so
+        # each output pixel has the same filter centre and support as resize-then-crop (equal
+        # to within PIL's fixed-point rounding, one level at most) at ~60 % of the cost.
+        sx, sy = width / new_w, height / new_h
+        pil = pil.resize((size, size), _BILINEAR,
+                         box=(left * sx, top * sy, right * sx, bottom * sy))
     return np.asarray(pil, dtype=np.uint8)
 
 

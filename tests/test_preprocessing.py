@@ -47,8 +47,12 @@ def test_matches_torchvision_within_one_level(name: str, resolution: int,
     reference = _torchvision(image, resolution, resize)
     assert ours.shape == reference.shape == (3, resolution, resolution)
     assert ours.dtype == np.float32
-    # Undo the std scaling so the bound is in 0..1 pixel units.
-    assert float(np.max(np.abs(ours - reference) * _STD)) <= ONE_LEVEL
+    # Undo the std scaling so the bound is in 0..1 pixel units (plus float32 rounding).
+    diff = np.abs(ours - reference) * _STD
+    assert float(np.max(diff)) <= ONE_LEVEL + 1e-6
+    # The crop-only resample differs from resize-then-crop by PIL's fixed-point rounding: one
+    # level on about 1 % of the values at most (measured 0-0.9 % on these photos), never more.
+    assert float(np.mean(diff > ONE_LEVEL / 2)) < 0.02
 
 
 @pytest.mark.parametrize("name", ("coffee", "rocket"))
