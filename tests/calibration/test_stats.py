@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Tuple
 
 import numpy as np
 import onnx
@@ -11,7 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 from edge_resnet.calibration.methods import compute_ranges, method_names
-from edge_resnet.calibration.stats import ActivationStats, model_fingerprint
+from edge_resnet.calibration.stats import (ActivationStats, TensorStats, _Scratch,
+                                           model_fingerprint)
 from edge_resnet.core import CalibrationError, InputError
 
 
@@ -56,3 +57,54 @@ def test_bad_stats_files(tmp_path: Path) -> None:
         ActivationStats.load(junk)
     with pytest.raises(InputError, match="does not exist"):
         ActivationStats.load(tmp_path / "none.npz")
+
+
+def _reference_hist(batches: List[np.ndarray], bins: int) -> Tuple[np.ndarray, float]:
+    """The plain binning rule: clip(int(float32(|x|) * float32(1 / width)), bins - 1)."""
+    hist, width = np.zeros(bins, np.int64), 0.0
+    for values in batches:
+        absolute = np.abs(values.ravel(), dtype=np.float32)
+        peak = float(absolute.max())
+        if width == 0.0:
+            if peak == 0.0:
+                hist[0] += absolute.size
+                continue
+            width = peak / bins
+        while peak > width * bins:
+            hist = np.concatenate([hist.reshape(-1, 2).sum(axis=1), np.zeros(bins // 2, np.int64)])
+            width *= 2.0
+        index = np.minimum((absolute * np.float32(1.0 / width)).astype(np.int64), bins - 1)
+        hist += np.bincount(index, minlength=bins)
+    return hist, width
+
+
+def test_chunked_binning_matches_the_plain_rule() -> None:
+    rng = np.random.default_rng(3)
+    bins = 256
+    big = 3 * _Scratch.CHUNK + 17  # several chunks and a ragged tail
+    batches: List[np.ndarray] = [
+        np.zeros(1000, np.float32),                                  # all-zero first batch
+        np.linspace(-1.0, 1.0, 4001, dtype=np.float32),              # |x| == width * bins hits
+        (rng.standard_normal(big) * 3).astype(np.float32),           # range grows: merges
+        np.maximum(rng.standard_normal((2, 8, 64, 64)), 0).astype(np.float32),
+        rng.standard_normal(5000) * 50.0,                            # float64 input, growth
+    ]
+    assert (np.abs(batches[1]) * np.float32(bins)).astype(np.int64).max() == bins  # fold path
+    stats = TensorStats("t", float("inf"), float("-inf"), np.zeros(bins, np.int64), 0.0)
+    scratch = _Scratch()
+    for batch in batches:
+        stats.update(batch, scratch)
+    hist, width = _reference_hist(batches, bins)
+    np.testing.assert_array_equal(stats.hist, hist)
+    assert stats.width == width
+    assert stats.hist.sum() == stats.count == sum(b.size for b in batches)
+    assert stats.minimum == min(float(b.min()) for b in batches)
+    assert stats.maximum == max(float(b.max()) for b in batches)
+
+
+def test_non_finite_activations_fail_loudly() -> None:
+    stats = TensorStats("conv1", float("inf"), float("-inf"), np.zeros(256, np.int64), 0.0)
+    with pytest.raises(CalibrationError, match="'conv1' has non-finite values"):
+        stats.update(np.array([0.5, np.nan, 1.0], np.float32))
+    with pytest.raises(CalibrationError, match="non-finite"):
+        stats.update(np.array([0.5, np.inf], np.float32))
