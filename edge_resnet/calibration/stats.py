@@ -70,14 +70,16 @@ class TensorStats:
             raise CalibrationError(
                 f"tensor {self.name!r} has non-finite values (min {low}, max {high}): the model "
                 "overflows or the input is broken; check preprocessing and the exported model")
+        flat, peak = values.reshape(-1), max(-low, high)  # == max |x| exactly
+        if flat.dtype != np.float32:  # bins are computed in float32
+            with np.errstate(over="ignore"):  # overflow to inf is reported just below
+                flat = flat.astype(np.float32)
+            peak = max(-float(flat.min()), float(flat.max()))
+        if not math.isfinite(peak):
+            raise CalibrationError(f"tensor {self.name!r} exceeds the float32 range ({peak})")
         self.minimum = min(self.minimum, low)
         self.maximum = max(self.maximum, high)
         self.count += values.size
-        flat = values.reshape(-1)
-        if flat.dtype != np.float32:  # bins are computed in float32
-            flat = flat.astype(np.float32)
-            low, high = float(flat.min()), float(flat.max())
-        peak = max(-low, high)  # == max |x| exactly: negation is exact
         bins = len(self.hist)
         if self.width == 0.0:
             if peak == 0.0:
@@ -278,13 +280,12 @@ def collect_stats(model: "object", batches: Iterable[np.ndarray], *, num_bins: i
     started, seen = time.perf_counter(), 0
     bar = tqdm(total=total, unit="img", desc="statistics", file=sys.stderr,
                disable=not progress or None)
-    scratch = _Scratch()
+    scratch, run = _Scratch(), session.run  # type: ignore[attr-defined]
     try:
         for batch in batches:
             # No reference to the outputs may outlive _fold: ~100 MB/image that ORT reuses for the
             # next batch only once freed (held, every run page-faults fresh memory: +15% time).
-            _fold(stats, names, session.run(names, {input_name: batch}),  # type: ignore[attr-defined]
-                  scratch)
+            _fold(stats, names, run(names, {input_name: batch}), scratch)
             seen += len(batch)
             bar.update(len(batch))
     finally:

@@ -108,3 +108,5 @@ def test_non_finite_activations_fail_loudly() -> None:
         stats.update(np.array([0.5, np.nan, 1.0], np.float32))
     with pytest.raises(CalibrationError, match="non-finite"):
         stats.update(np.array([0.5, np.inf], np.float32))
+    with pytest.raises(CalibrationError, match="exceeds the float32 range"):
+        stats.update(np.array([1.0, 1e39]))
