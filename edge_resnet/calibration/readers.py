@@ -9,6 +9,7 @@ that yields no usable image at all is a :class:`DataError`, never an empty calib
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
@@ -60,7 +61,7 @@ class CalibrationReader(Protocol):
         ...
 
 
-class _BatchingReader:
+class _BatchingReader(ABC):
     """Shared batching, counting and the no-usable-image check."""
 
     description = ""
@@ -71,12 +72,14 @@ class _BatchingReader:
         self.skips = SkipCounter()
         self.images_used = 0
 
+    @abstractmethod
     def _images(self) -> Iterator[Tuple[np.ndarray, str]]:
         """Yield (uint8 HxWx3 image, colour order); subclasses count their own skips."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def expected_images(self) -> int:
-        raise NotImplementedError
+        ...
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.images_used = 0

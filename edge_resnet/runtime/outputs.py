@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional
 
@@ -41,13 +42,14 @@ def event(frame: Frame, result: Classification, latency_ms: float, source: str) 
     return data
 
 
-class Output:
+class Output(ABC):
     """Base output: ``write`` one result, ``close`` flushes. ``needs_frame`` keeps pixels."""
 
     needs_frame = False
 
+    @abstractmethod
     def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
         pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -130,7 +131,7 @@ def _import_cv2() -> Any:
     return cv2
 
 
-class VideoSource:
+class VideoSource(ABC):
     """Base of the sources: ``open`` (raises :class:`SourceError`), ``read`` (None = no frame)."""
 
     def __init__(self, uri: SourceURI, options: SourceOptions) -> None:
@@ -140,11 +141,13 @@ class VideoSource:
         self.frame_rate: Optional[float] = None
         self.frame_count: Optional[int] = None
 
+    @abstractmethod
     def open(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def read(self) -> Optional[np.ndarray]:
-        raise NotImplementedError
+        ...
 
     def skip(self) -> bool:
         """Step over a frame that could not be decoded; False when the source cannot."""
@@ -156,8 +159,9 @@ class VideoSource:
         self.open()
         return True
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        ...
 
     def describe(self) -> str:
         return self.uri.uri
