@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import pytest
@@ -15,14 +15,6 @@ from edge_resnet.core import DataError, DependencyError, InputError
 from edge_resnet.export.finetune import finetune
 from edge_resnet.export.models import load_model
 from edge_resnet.preprocessing import preprocess_batch
-
-
-@pytest.fixture()
-def empty_hub(tmp_path: Path) -> Iterator[Path]:
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import socket
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -17,15 +16,6 @@ from edge_resnet.export.models import (hub_weights_path, load_model, save_checkp
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture()
-def empty_hub(tmp_path: Path) -> Iterator[Path]:
-    """Point torch's hub cache at an empty folder (restored afterwards)."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
 
 
 @pytest.fixture(scope="module")
