@@ -1,8 +1,9 @@
 """``edge-resnet eval``: compare candidates with the FP32 reference and gate on the accuracy drop.
 
 A thin layer over :func:`edge_resnet.evaluation.evaluate`: prints the summary table, writes the
-JSON/Markdown report where asked, and turns a breached ``--max-drop`` into exit code 1 (after
-the report is written, so CI keeps the evidence).
+JSON/Markdown report (and plots) where asked, and turns a breached gate (``--max-drop``,
+``--max-drop-upper``, ``--min-agreement``) into exit code 1 (after the report is written, so CI
+keeps the evidence).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "eval", help="accuracy of candidates (FP16/INT8/engines) against the FP32 reference",
         description="Run the reference and every candidate on the same images and report "
-                    "top-1/top-5, the drop in points, top-1 agreement, logit cosine and KL. "
-                    "Exit code 1 when a candidate drops more than --max-drop points.")
+                    "top-1/top-5, the drop in points with its exact McNemar p and paired-bootstrap "
+                    "95 % interval, top-1 agreement and disagreements, logit cosine and KL. "
+                    "Exit code 1 when a candidate breaches a gate.")
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="image folder: one subfolder per class (named like the model's "
                              "labels) for accuracy, or plain images for agreement only")
@@ -35,6 +37,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                         help="fail (exit 1) when a candidate's top-1 drops more than POINTS "
                              "percentage points (on unlabeled data: top-1 disagreement)")
+    parser.add_argument("--max-drop-upper", type=float, default=None, metavar="POINTS",
+                        help="fail (exit 1) when the upper end of a candidate's 95 %% "
+                             "paired-bootstrap interval of the top-1 drop exceeds POINTS "
+                             "(labeled data only)")
+    parser.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
+                        help="fail (exit 1) when a candidate agrees with the reference's top-1 "
+                             "on fewer than PCT percent of the images")
+    parser.add_argument("--plots", default=None, metavar="DIR",
+                        help="write PNG plots (per-class accuracy, |logit difference| "
+                             "histograms) into DIR, linked from the Markdown report "
+                             "(needs matplotlib)")
     parser.add_argument("--report", default=None, metavar="OUT_PREFIX",
                         help="write OUT_PREFIX.json and OUT_PREFIX.md (a folder: eval.json/.md)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -44,6 +57,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backend", default="onnxruntime", help="inference backend")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads (0: the backend decides)")
+    parser.add_argument("--labels-file", default=None, metavar="FILE",
+                        help="label map over DATA_DIR, one '<image file> <class index>' line per "
+                             "image (MLPerf's ImageNet val_map.txt); only listed files are used")
     parser.add_argument("--unlabeled", action="store_true",
                         help="treat DATA_DIR as unlabeled even if it has subfolders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,22 +81,35 @@ def _candidates(args: argparse.Namespace) -> Dict[str, str]:
     return dict(zip(names, paths))
 
 
+_GATE_FLAGS = {"max_drop": "--max-drop", "max_drop_upper": "--max-drop-upper",
+               "min_agreement": "--min-agreement"}
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from edge_resnet.evaluation.evaluate import evaluate
-    from edge_resnet.evaluation.report import gate_line, summary_table, write_report
+    from edge_resnet.evaluation.gates import gate_line
+    from edge_resnet.evaluation.plots import require_matplotlib, write_plots
+    from edge_resnet.evaluation.report import summary_table, write_report
 
+    if args.plots:
+        require_matplotlib()  # before the evaluation, not after minutes of inference
     report = evaluate(
         args.reference, _candidates(args), args.data_dir, batch_size=args.batch_size,
         num_images=args.num_images, seed=args.seed, backend=args.backend, threads=args.threads,
-        max_drop=args.max_drop, progress=not args.no_progress,
-        labeled=False if args.unlabeled else None)
+        max_drop=args.max_drop, max_drop_upper=args.max_drop_upper,
+        min_agreement=args.min_agreement, progress=not args.no_progress,
+        labeled=False if args.unlabeled else None, labels_file=args.labels_file)
     print("\n".join(summary_table(report)))
     print(f"{report.images_evaluated} images, {len(report.skipped)} skipped, "
           f"{report.images_per_second:.1f} images/s")
     print(gate_line(report))
+    if args.plots:
+        written = write_plots(report, args.plots)
+        print("plots: " + " ".join(str(p) for p in written), file=sys.stderr)
     if args.report:
         json_path, md_path = write_report(report, args.report)
         print(f"report: {json_path} {md_path}", file=sys.stderr)
     if report.gate_passed is False:
-        raise GateError("accuracy gate breached: " + "; ".join(report.gate_failures))
+        raise GateError("accuracy gate breached: " + "; ".join(
+            f"{breach} ({_GATE_FLAGS[breach.gate]})" for breach in report.gate_breaches))
     return 0

@@ -20,8 +20,10 @@ import numpy as np
 
 from edge_resnet.backends.base import Backend, load_backend
 from edge_resnet.core import DataError, InputError, ModelError, ModelSpec
-from edge_resnet.evaluation.metrics import (agreement_stats, per_class_accuracy, topk_correct)
+from edge_resnet.evaluation.gates import apply_gates, check_gates
+from edge_resnet.evaluation.metrics import per_class_accuracy, topk_correct
 from edge_resnet.evaluation.report import EvalReport, ModelResult
+from edge_resnet.evaluation.stats import compare
 from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, read_image
 from edge_resnet.preprocessing import preprocess_batch
 
@@ -237,19 +239,6 @@ def _fill_accuracy(result: ModelResult, logits: np.ndarray, labels: np.ndarray) 
     result.per_class_correct = per_class_accuracy(logits, labels, logits.shape[1])[0].tolist()
 
 
-def _apply_gate(report: EvalReport, max_drop: float) -> None:
-    report.max_drop = max_drop
-    report.gate_metric = "top1_drop" if report.labeled else "top1_disagreement"
-    for cand in report.candidates:
-        if report.labeled:
-            value = cand.drop_top1 or 0.0
-        else:
-            value = 100.0 * (1.0 - (cand.agreement.agreement if cand.agreement else 0.0))
-        if value > max_drop + 1e-9:
-            report.gate_failures.append(f"{cand.name} {value:.2f} > {max_drop:g} points")
-    report.gate_passed = not report.gate_failures
-
-
 def _validate(batch_size: int, num_images: Optional[int], max_drop: Optional[float],
               threads: int) -> None:
     if batch_size < 1:
@@ -266,17 +255,24 @@ def evaluate(reference: ModelLike,
              candidates: Union[Mapping[str, ModelLike], Sequence[ModelLike]],
              data_dir: "str | Path", *, batch_size: int = 32, num_images: Optional[int] = None,
              seed: int = 0, backend: str = "onnxruntime", threads: int = 0,
-             max_drop: Optional[float] = None, progress: bool = True,
+             max_drop: Optional[float] = None, max_drop_upper: Optional[float] = None,
+             min_agreement: Optional[float] = None, progress: bool = True,
              labeled: Optional[bool] = None, reference_name: Optional[str] = None,
-             backend_options: Optional[Mapping[str, Any]] = None) -> EvalReport:
+             backend_options: Optional[Mapping[str, Any]] = None,
+             labels_file: "Optional[str | Path]" = None) -> EvalReport:
     """Compare every candidate with the FP32 reference on ``data_dir``.
 
     Models are Backends or model paths (opened with ``backend`` and ``threads``, and closed
-    again). A labeled folder (one subfolder per class, named like the model's labels) gives
-    top-1/top-5, drops and per-class accuracy; an unlabeled one gives agreement statistics
+    again). Labeled data gives top-1/top-5, drops and per-class accuracy: one subfolder per
+    class, named like the model's labels or like its class IDs (ImageNet's synset folders
+    ``n01440764/`` for an ImageNet export), or a flat folder with a ``labels_file`` such as
+    MLPerf's ``val_map.txt`` (``ILSVRC2012_val_00000001.JPEG 65``; see
+    :func:`edge_resnet.images.read_label_map`). An unlabeled folder gives agreement statistics
     only (``labeled`` forces either). ``backend_options`` go to ``load_backend`` besides
     ``threads`` (e.g. ``{"device": "GPU"}`` for OpenVINO). ``num_images`` takes a
-    deterministic random subset (``seed``). ``max_drop`` (points) sets ``report.gate_passed``;
+    deterministic random subset (``seed``). The gates ``max_drop`` (points),
+    ``max_drop_upper`` (points, upper end of the drop's 95 % bootstrap interval, labeled only)
+    and ``min_agreement`` (percent) set ``report.gate_passed`` (see ``gates.apply_gates``);
     the report is returned either way and the caller decides what a breach means.
     """
     _validate(batch_size, num_images, max_drop, threads)
@@ -288,7 +284,9 @@ def evaluate(reference: ModelLike,
         cands = [(name, _open(model, backend, options, stack)) for name, model in named]
         for name, cand in cands:
             check_same_labels(ref.spec, cand.spec, name)
-        folder = ImageFolder(data_dir, labels=ref.spec.labels, labeled=labeled)
+        folder = ImageFolder(data_dir, labels=ref.spec.labels, labeled=labeled,
+                             label_ids=ref.spec.label_ids, labels_file=labels_file)
+        check_gates(folder.labeled, max_drop, max_drop_upper, min_agreement)
         records = folder.sample(num_images, seed)
         out = _run_models([ref] + [c for _, c in cands], records, batch_size, progress)
         if not out.paths:
@@ -299,9 +297,8 @@ def evaluate(reference: ModelLike,
         report = _build_report(folder, records, out, ref, cands, reference_name)
     report.seconds = time.perf_counter() - start
     report.batch_size, report.num_images, report.seed = batch_size, num_images, seed
-    if max_drop is not None:
-        _apply_gate(report, max_drop)
-    return report
+    return apply_gates(report, max_drop=max_drop, max_drop_upper=max_drop_upper,
+                       min_agreement=min_agreement)
 
 
 def _build_report(folder: ImageFolder, records: Sequence[ImageRecord], out: _Outputs,
@@ -313,7 +310,9 @@ def _build_report(folder: ImageFolder, records: Sequence[ImageRecord], out: _Out
     if labels is not None:
         _fill_accuracy(ref_result, out.logits[0], labels)
     for result, logits in zip(results, out.logits[1:]):
-        result.agreement = agreement_stats(out.logits[0], logits)
+        comparison = compare(out.logits[0], logits, labels)
+        result.agreement, result.paired = comparison.agreement, comparison.top1
+        result.logit_diff = comparison.logit_diff
         if labels is not None:
             _fill_accuracy(result, logits, labels)
             n = len(labels)

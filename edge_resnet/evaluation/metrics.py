@@ -15,7 +15,7 @@ cosine 0 and KL ``inf``: a candidate that overflows (FP16) must fail loudly, not
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from edge_resnet.core import InputError
 
 __all__ = [
     "AgreementStats",
+    "DiffHistogram",
+    "abs_diff_histogram",
     "agreement_stats",
     "cosine_similarity",
     "kl_divergence",
@@ -121,13 +123,16 @@ def _top1(logits: np.ndarray) -> np.ndarray:
     return np.where(_finite_rows(logits), logits.argmax(axis=1), -1)
 
 
+def _same_top1(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    return (_top1(ref) == _top1(cand)) & _finite_rows(ref) & _finite_rows(cand)
+
+
 def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Fraction (0..1) of samples where both models predict the same class."""
     ref, cand = _as_pair(reference, candidate)
     if ref.shape[0] == 0:
         return 0.0
-    same = (_top1(ref) == _top1(cand)) & _finite_rows(ref) & _finite_rows(cand)
-    return float(same.mean())
+    return float(_same_top1(ref, cand).mean())
 
 
 def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -188,6 +193,7 @@ class AgreementStats:
 
     samples: int
     agreement: float
+    disagreements: int
     cosine_mean: float
     cosine_min: float
     cosine_p5: float
@@ -210,9 +216,11 @@ def agreement_stats(reference: np.ndarray, candidate: np.ndarray) -> AgreementSt
         raise InputError("cannot compare models on zero samples")
     cos = cosine_similarity(ref, cand)
     kl = kl_divergence(ref, cand)
+    same = _same_top1(ref, cand)
     return AgreementStats(
         samples=int(ref.shape[0]),
-        agreement=top1_agreement(ref, cand),
+        agreement=float(same.mean()),
+        disagreements=int((~same).sum()),
         cosine_mean=float(cos.mean()),
         cosine_min=float(cos.min()),
         cosine_p5=percentile(cos, 5),
@@ -222,3 +230,49 @@ def agreement_stats(reference: np.ndarray, candidate: np.ndarray) -> AgreementSt
         max_abs_logit_diff=max_abs_diff(ref, cand),
         nonfinite_samples=int((~(_finite_rows(ref) & _finite_rows(cand))).sum()),
     )
+
+
+# |Δlogit| bins: an underflow bin [0, 1e-7), quarter-decades from 1e-7 to 1e3, an overflow bin
+# [1e3, inf). Fixed edges make histograms of different candidates and runs comparable, and
+# cover FP16 rounding (~1e-3) up to a broken INT8 layer (~10..100) alike.
+DIFF_EDGES: Tuple[float, ...] = (0.0,) + tuple(float(10.0 ** (e / 4.0)) for e in range(-28, 13))
+
+
+@dataclass(frozen=True)
+class DiffHistogram:
+    """Counts of |candidate - reference| over every logit of every sample.
+
+    ``counts[i]`` holds values in ``[edges[i], edges[i + 1])``, the last bin is open
+    (``[edges[-1], inf)``); non-finite differences are counted apart. Small enough to keep in
+    the JSON report, so plots can be redrawn from it without the logits.
+    """
+
+    edges: Tuple[float, ...]
+    counts: Tuple[int, ...]
+    nonfinite: int
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts)) + self.nonfinite
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"edges": list(self.edges), "counts": list(self.counts),
+                "nonfinite": self.nonfinite}
+
+
+def abs_diff_histogram(reference: np.ndarray, candidate: np.ndarray,
+                       chunk_rows: int = 4096) -> DiffHistogram:
+    """Histogram of |Δlogit| on :data:`DIFF_EDGES`, computed ``chunk_rows`` rows at a time so a
+    50,000 x 1,000 evaluation does not need another full-size float64 array."""
+    ref, cand = _as_pair(reference, candidate)
+    edges = np.asarray(DIFF_EDGES)
+    counts = np.zeros(len(DIFF_EDGES), np.int64)
+    nonfinite = 0
+    for start in range(0, ref.shape[0], chunk_rows):
+        diff = np.abs(ref[start:start + chunk_rows] - cand[start:start + chunk_rows]).ravel()
+        finite = np.isfinite(diff)
+        nonfinite += int((~finite).sum())
+        bins = np.searchsorted(edges, diff[finite], side="right") - 1
+        counts += np.bincount(bins, minlength=len(edges))
+    out: List[int] = counts.tolist()
+    return DiffHistogram(edges=DIFF_EDGES, counts=tuple(out), nonfinite=nonfinite)
