@@ -1,0 +1,218 @@
+"""GPU preprocessing: the second implementation of :mod:`edge_resnet.preprocessing`.
+
+uint8 HxWx3 frames (RGB or BGR, any size) become exactly what
+:func:`edge_resnet.preprocessing.preprocess_batch` makes — Pillow's antialiased bilinear resize
+of the centre crop (or a plain resize), then normalised float32/float16 NCHW, or the uint8 NHWC
+input of a fused graph — written into device memory (the backend's input buffer).
+
+Per frame only the crop's preimage travels: it is copied row by row into a pinned staging
+buffer (or read in place when the frame already is pinned), sent with one async H2D copy (none
+on an integrated GPU: the kernels read mapped memory), resampled by two kernels
+(:mod:`edge_resnet.cuda.kernels`). Plans (filter taps) are computed once per input size and
+kept on the device; staging buffers are reused, so a steady stream of frames allocates nothing.
+Two staging slots let the host fill frame n+1 while the GPU still copies frame n.
+Device side: Python 3.8, no torch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge_resnet.core import InputError, ModelSpec
+from edge_resnet.cuda import kernels as K
+from edge_resnet.cuda.memory import (CudaDevice, DeviceBuffer, PinnedBuffer, Stream,
+                                     copy_2d_async, get_device, is_pinned)
+from edge_resnet.cuda.resample_plan import ResamplePlan, make_plan
+from edge_resnet.cuda.ring import BatchSlot, InFlightRing
+
+__all__ = ["GpuPreprocessor"]
+
+_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+_PLAN_CACHE = 8
+
+
+class _DevicePlan:
+    """A plan's int32 tables in one device buffer (start, count, weights per axis)."""
+
+    def __init__(self, plan: ResamplePlan, stream: Stream) -> None:
+        self.plan = plan
+        parts = [plan.horizontal.start, plan.horizontal.count, plan.horizontal.weights.ravel(),
+                 plan.vertical.start, plan.vertical.count, plan.vertical.weights.ravel()]
+        table = np.ascontiguousarray(np.concatenate(parts).astype(np.int32))
+        self.buffer = DeviceBuffer(table.shape, np.int32)
+        self.buffer.upload(table, stream)
+        stream.synchronize()  # ``table`` is pageable and local: finish before it goes away
+        offsets = np.cumsum([0] + [p.size for p in parts]) * 4 + self.buffer.ptr
+        self.h = tuple(int(o) for o in offsets[0:3])
+        self.v = tuple(int(o) for o in offsets[3:6])
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+class GpuPreprocessor:
+    """Preprocess frames for ``spec`` on the GPU.
+
+    ``out_dtype``: ``float32`` / ``float16`` (normalised) or ``uint8`` (raw pixels, for a
+    fused-preprocessing graph; the default when the spec says so); channel order and layout
+    come from the spec. ``mapped``: read frames
+    from mapped pinned memory instead of copying them (default: on integrated GPUs only).
+    """
+
+    def __init__(self, spec: ModelSpec, out_dtype: Optional[str] = None,
+                 stream: Optional[Stream] = None, device: Optional[CudaDevice] = None,
+                 mapped: Optional[bool] = None) -> None:
+        self.spec = spec
+        name = out_dtype or ("uint8" if spec.fused_preprocessing else "float32")
+        if name not in _DTYPES:
+            raise InputError(f"GPU preprocessing writes float32, float16 or uint8, not {name!r}")
+        if (name == "uint8") != spec.fused_preprocessing:
+            raise InputError(f"{name} output does not fit this model: fused-preprocessing "
+                             "models take raw uint8 pixels, the others normalised float")
+        self.dtype = np.dtype(_DTYPES[name])
+        self.device = device or get_device()
+        self.stream = stream or Stream(self.device)
+        self.mapped = self.device.integrated if mapped is None else bool(mapped)
+        self._kernels = K.kernels_for(self.device)
+        nhwc = spec.layout == "NHWC"
+        self._layout = (K.DTYPE_CODES[name], nhwc, spec.color_order == "BGR")
+        mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+        self._mean = [float(m) for m in mean]
+        self._inv_std = [float(s) for s in 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)]
+        size = spec.resolution
+        self.image_shape: Tuple[int, ...] = (size, size, 3) if nhwc else (3, size, size)
+        self.image_nbytes = int(np.prod(self.image_shape)) * self.dtype.itemsize
+        self._plans: "OrderedDict[Tuple[int, int], _DevicePlan]" = OrderedDict()
+        self._staging: Optional[InFlightRing] = None
+        self._region: Optional[DeviceBuffer] = None
+        self._tmp: Optional[DeviceBuffer] = None
+        self._output: Optional[DeviceBuffer] = None
+        self._pending: Optional[BatchSlot] = None
+
+    # buffers -------------------------------------------------------------------------------
+    def _plan(self, height: int, width: int) -> _DevicePlan:
+        key = (height, width)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _DevicePlan(make_plan(height, width, self.spec), self.stream)
+            self._plans[key] = plan
+            if len(self._plans) > _PLAN_CACHE:
+                self.stream.synchronize()
+                self._plans.popitem(last=False)[1].close()
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+    def _ensure(self, region_bytes: int, tmp_bytes: int) -> None:
+        """Grow the staging and scratch buffers when a frame needs more (rare: a new size)."""
+        if self._staging is None or self._staging.slots[0]["host"].nbytes < region_bytes:
+            if self._staging is not None:
+                self._staging.close()
+            self._staging = InFlightRing(
+                lambda: {"host": PinnedBuffer(region_bytes, np.uint8, mapped=self.mapped)}, 2)
+            if not self.mapped:
+                if self._region is not None:
+                    self.stream.synchronize()
+                    self._region.close()
+                self._region = DeviceBuffer(region_bytes, np.uint8)
+        if self._tmp is None or self._tmp.nbytes < tmp_bytes:
+            if self._tmp is not None:
+                self.stream.synchronize()
+                self._tmp.close()
+            self._tmp = DeviceBuffer(tmp_bytes, np.uint8)
+
+    # work ----------------------------------------------------------------------------------
+    def _source(self, image: np.ndarray, plan: ResamplePlan) -> Tuple[int, int]:
+        """Put the frame's needed region where the kernel can read it: (address, row pitch)."""
+        x0, y0, x1, y1 = plan.region
+        rows, row_bytes = y1 - y0, (x1 - x0) * 3
+        pitch = image.strides[0]
+        if not self.mapped and image.strides[1:] == (3, 1) and is_pinned(image):
+            assert self._region is not None
+            src = image.ctypes.data + y0 * pitch + x0 * 3
+            copy_2d_async(self._region.ptr, row_bytes, src, pitch, row_bytes, rows, self.stream,
+                          "h2d")
+            return self._region.ptr, row_bytes
+        assert self._staging is not None
+        slot = self._staging.acquire()  # waits until this slot's previous copy has read it
+        host: PinnedBuffer = slot["host"]
+        np.copyto(host.array[:rows * row_bytes].reshape(rows, x1 - x0, 3), image[y0:y1, x0:x1])
+        if self.mapped:
+            address = host.device_ptr
+        else:
+            assert self._region is not None
+            host.upload_to(self._region, self.stream, rows * row_bytes)
+            address = self._region.ptr
+        self._pending = slot
+        return address, row_bytes
+
+    def _one(self, image: np.ndarray, color_order: str, out_ptr: int) -> None:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"expected an HxWx3 uint8 image, got {getattr(image, 'shape', image)}")
+        if image.dtype != np.uint8:
+            raise InputError(f"expected a uint8 image, got dtype {image.dtype}")
+        dplan = self._plan(image.shape[0], image.shape[1])
+        plan = dplan.plan
+        x0, y0, x1, y1 = plan.region
+        size = plan.size
+        self._ensure((y1 - y0) * (x1 - x0) * 3, (y1 - y0) * size * 3)
+        self._pending = None
+        src, pitch = self._source(image, plan)
+        assert self._tmp is not None
+        hs, hc, hw = dplan.h
+        self._kernels.horizontal(src, pitch, y1 - y0, size, hs, hc, hw, plan.horizontal.ksize,
+                                 color_order == "BGR", self._tmp.ptr, self.stream)
+        if self._pending is not None:
+            self._pending.release(self.stream)  # staging slot reusable once the reads are done
+        vs, vc, vw = dplan.v
+        self._kernels.vertical(self._tmp.ptr, size, vs, vc, vw, plan.vertical.ksize, self._layout,
+                               self._mean, self._inv_std, out_ptr, self.stream)
+
+    def run(self, images: Sequence[np.ndarray], out_ptr: int, color_order: str = "RGB") -> None:
+        """Preprocess ``images`` into device memory at ``out_ptr`` (``len(images)`` x
+        :attr:`image_shape` of :attr:`dtype`), asynchronously on :attr:`stream`."""
+        if len(images) == 0:
+            raise InputError("cannot preprocess an empty batch")
+        if color_order not in ("RGB", "BGR"):
+            raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
+        for i, image in enumerate(images):
+            self._one(image, color_order, out_ptr + i * self.image_nbytes)
+
+    def output_buffer(self, batch: int) -> DeviceBuffer:
+        """A device buffer for ``batch`` preprocessed images, owned and reused by this object."""
+        if self._output is None or self._output.shape[0] < batch:
+            if self._output is not None:
+                self.stream.synchronize()
+                self._output.close()
+            self._output = DeviceBuffer((batch,) + self.image_shape, self.dtype)
+        return self._output
+
+    def to_host(self, images: Sequence[np.ndarray], color_order: str = "RGB") -> np.ndarray:
+        """Preprocess and copy back: the GPU twin of ``preprocess_batch`` (tests, checks)."""
+        out = self.output_buffer(len(images))
+        self.run(images, out.ptr, color_order)
+        host = np.empty((len(images),) + self.image_shape, dtype=self.dtype)
+        out.download(host, self.stream)
+        self.stream.synchronize()
+        return host
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        for plan in self._plans.values():
+            plan.close()
+        self._plans.clear()
+        for buffer in (self._region, self._tmp, self._output):
+            if buffer is not None:
+                buffer.close()
+        if self._staging is not None:
+            self._staging.close()
+        self._region = self._tmp = self._output = self._staging = None
+
+    def __enter__(self) -> "GpuPreprocessor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
