@@ -1,0 +1,225 @@
+"""``edge-resnet bundle ...``: keygen and create on the host; verify, install, commit, rollback,
+status on the device; export to OTA systems. Exit codes: 0 ok, 2 refused (one line on stderr
+saying why, nothing changed), 1 health check failed and the release was discarded.
+Device side: Python 3.8; the heavy parts import inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from edge_resnet.core import InputError
+
+__all__ = ["register"]
+
+_EXPORTERS = ("mender", "swupdate", "rauc")
+
+
+def _pair(text: str, what: str) -> Tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise InputError(f"{what} takes KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.signing import generate_identity
+
+    key, cert = generate_identity(args.out, args.common_name, args.days, args.force)
+    print(f"fleet key {key} (keep it off devices), certificate {cert} (install it on devices)")
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.create import BundleSpec, create_bundle
+
+    tolerance: Dict[str, float] = {}
+    for item in args.tolerance:
+        precision, value = _pair(item, "--tolerance")
+        try:
+            tolerance[precision] = float(value)
+        except ValueError:
+            raise InputError(f"--tolerance {item!r}: {value!r} is not a number") from None
+    engines = [(k, Path(v)) for k, v in (_pair(e, "--engine") for e in args.engine)]
+    spec = BundleSpec(
+        name=args.name, version=args.version, models=[Path(m) for m in args.model],
+        key=Path(args.key), out=Path(args.out), engines=engines, gallery=args.gallery,
+        devices=args.device, golden_images=args.golden_images, golden_count=args.golden_count,
+        reference=args.reference, tolerance=tolerance, latency_budget_ms=args.latency_budget_ms)
+    manifest = create_bundle(spec)
+    print(f"{args.out}: {manifest.name} {manifest.version}, {len(manifest.payload)} files, "
+          f"{manifest.total_size} bytes, signed")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from edge_resnet.bundle.install import InstallOptions
+
+    return InstallOptions(device=args.device, allow_downgrade=args.allow_downgrade,
+                          backend=getattr(args, "backend", "onnxruntime"),
+                          pending_timeout_s=getattr(args, "pending_timeout", 900.0))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.install import verify
+    from edge_resnet.bundle.signing import load_certificate
+
+    manifest = verify(Path(args.bundle), load_certificate(args.cert), _options(args),
+                      Path(args.root) if args.root else None)
+    print(f"{args.bundle}: OK — {manifest.name} {manifest.version}, {len(manifest.payload)} "
+          "files verified")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.install import install
+    from edge_resnet.bundle.signing import load_certificate
+
+    release = install(Path(args.bundle), load_certificate(args.cert), Path(args.root),
+                      _options(args))
+    print(f"installed {release.manifest.name} {release.manifest.version} into slot "
+          f"{release.slot}; pending: run `edge-resnet bundle commit --root {args.root}` "
+          f"within {args.pending_timeout:g} s")
+    return 0
+
+
+def _commit(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.install import commit
+
+    record = commit(Path(args.root))
+    print(f"committed {record['name']} {record['version']}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.install import rollback
+
+    record = rollback(Path(args.root), args.reason)
+    print(f"rolled back to {record['name']} {record['version']}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.install import status
+
+    info = status(Path(args.root))
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    for slot in ("a", "b"):
+        record = info["slots"].get(slot)
+        mark = "*" if slot == info["active"] else " "
+        text = "empty" if record is None else (
+            f"{record['name']} {record['version']} {record['state']}"
+            + (f" ({record['reason']})" if record.get("reason") else ""))
+        print(f"{mark} {slot}: {text}")
+    for item in info["events"][-5:]:
+        print(f"  {item['time']} {item['event']} {item.get('version') or ''}: {item['detail']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.export import export_bundle
+
+    out = export_bundle(args.format, Path(args.bundle), Path(args.key), Path(args.cert),
+                        args.device_type, Path(args.out))
+    print(f"{args.format} artifact {out}")
+    return 0
+
+
+def _device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=os.environ.get("EDGE_RESNET_DEVICE"),
+                        help="this device's profile name (default: $EDGE_RESNET_DEVICE)")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="accept a version lower than (or equal to) the installed one")
+
+
+def _add_host(sub: Any) -> None:
+    p = sub.add_parser("keygen", help="create the fleet signing key and certificate")
+    p.add_argument("--out", required=True, help="folder for fleet.key and fleet.crt")
+    p.add_argument("--common-name", default="edge-resnet fleet")
+    p.add_argument("--days", type=int, default=3650, help="certificate validity")
+    p.add_argument("--force", action="store_true", help="replace an existing fleet key")
+    p.set_defaults(func=_keygen)
+    p = sub.add_parser("create", help="pack and sign a model release (host)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", required=True, help="semantic version, e.g. 1.4.0")
+    p.add_argument("--model", action="append", required=True,
+                   help="ONNX model (repeat; the first is the one the runtime runs)")
+    p.add_argument("--engine", action="append", default=[], metavar="KEY=PATH",
+                   help="prebuilt engine under its engine-cache key (repeat)")
+    p.add_argument("--gallery", type=Path)
+    p.add_argument("--device", action="append", default=[], help="target device profile")
+    p.add_argument("--golden-images", type=Path, help="folder of images for the health check "
+                   "(default: deterministic synthetic images)")
+    p.add_argument("--golden-count", type=int, default=4)
+    p.add_argument("--reference", type=Path, help="FP32 model for the expected logits "
+                   "(default: the first FP32 --model)")
+    p.add_argument("--tolerance", action="append", default=[], metavar="PRECISION=MAX_ABS",
+                   help="max |logit error| allowed on the device (default: from host runs)")
+    p.add_argument("--latency-budget-ms", type=float, default=1000.0,
+                   help="median single-image latency the device must meet")
+    p.add_argument("--key", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_create)
+
+
+def _add_device(sub: Any) -> None:
+    p = sub.add_parser("verify", help="check signature, hashes, device and version (no writes)")
+    p.add_argument("bundle")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--root", help="slot root, for the anti-downgrade check")
+    _device_args(p)
+    p.set_defaults(func=_verify)
+    p = sub.add_parser("install", help="verify, stage, health-check and switch (pending)")
+    p.add_argument("bundle")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--backend", default="onnxruntime", help="backend of the health check")
+    p.add_argument("--pending-timeout", type=float, default=900.0,
+                   help="seconds to commit before a status/install rolls back (0: never)")
+    _device_args(p)
+    p.set_defaults(func=_install)
+    for name, func, text in (("commit", _commit, "mark the pending release good"),
+                             ("rollback", _rollback, "return to the previous release"),
+                             ("status", _status, "show slots, versions and states")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--root", required=True)
+        p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+        if name == "rollback":
+            p.add_argument("--reason", default="rolled back by request")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bundle", help="signed fleet releases: create, verify, "
+                                   "install, commit, rollback, export")
+    sub = parser.add_subparsers(dest="bundle_command", metavar="ACTION")
+    sub.required = True
+    _add_host(sub)
+    _add_device(sub)
+    p = sub.add_parser("export", help="write an OTA artifact (mender, swupdate, rauc)")
+    p.add_argument("format", choices=_EXPORTERS)
+    p.add_argument("bundle")
+    p.add_argument("--key", required=True)
+    p.add_argument("--cert", required=True)
+    p.add_argument("--device-type", action="append", required=True,
+                   help="OTA device type (repeat)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_export)
+
+
+def main(argv: List[str]) -> int:  # pragma: no cover - convenience for `python -m`
+    from edge_resnet.cli import main as cli_main
+
+    return cli_main(["bundle", *argv])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

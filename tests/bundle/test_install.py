@@ -1,0 +1,162 @@
+"""Install, health check, commit, rollback and pending timeout through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Tuple
+
+import numpy as np
+import pytest
+
+from conftest import write_tiny_model
+from edge_resnet.backends import load_backend
+from edge_resnet.bundle.install import active_release
+from edge_resnet.bundle.health import load_golden
+from edge_resnet.cli import main
+from edge_resnet.preprocessing import preprocess_batch
+from tamper import snapshot
+
+Fleet = Tuple[Path, Path]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: Any) -> Tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _status(capsys: pytest.CaptureFixture, root: Path) -> Any:
+    code, out, _ = run(capsys, "bundle", "status", "--root", root, "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def _runs(root: Path) -> str:
+    """Run the active release's model on its golden images; return its version."""
+    release = active_release(root)
+    golden = load_golden(release.path / release.manifest.golden)
+    with load_backend("onnxruntime", release.model) as model:
+        logits = model.infer(preprocess_batch(list(golden.images[:1]), model.spec)).logits
+    np.testing.assert_allclose(logits, golden.expected[:1], atol=1e-4)
+    return release.manifest.version
+
+
+def test_cli_keygen_create_verify(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(capsys, "bundle", "keygen", "--out", tmp_path / "keys")
+    assert code == 0 and "fleet.crt" in out
+    model = write_tiny_model(tmp_path / "m.onnx")
+    bundle = tmp_path / "tiny-1.0.0.bundle"
+    code, out, err = run(capsys, "bundle", "create", "--name", "tiny", "--version", "1.0.0",
+                         "--model", model, "--key", tmp_path / "keys/fleet.key", "--out", bundle,
+                         "--device", "orin-nx-16gb")
+    assert code == 0, err
+    code, out, err = run(capsys, "bundle", "verify", bundle, "--cert",
+                         tmp_path / "keys/fleet.crt", "--device", "orin-nx-16gb")
+    assert code == 0 and "OK" in out, err
+    code, _, err = run(capsys, "bundle", "verify", bundle, "--cert",
+                       tmp_path / "keys/fleet.crt", "--device", "nano")
+    assert code == 2 and err.count("\n") == 1 and "not for nano" in err
+    code, _, err = run(capsys, "bundle", "create", "--name", "tiny", "--version", "1.0",
+                       "--model", model, "--key", tmp_path / "keys/fleet.key", "--out",
+                       tmp_path / "x.bundle")
+    assert code == 2 and "not a semantic version" in err and not (tmp_path / "x.bundle").exists()
+
+
+def test_install_commit_upgrade_rollback(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         make_bundle: Callable[..., Path], fleet: Fleet) -> None:
+    root = tmp_path / "root"
+    cert = fleet[1]
+    code, out, err = run(capsys, "bundle", "install", make_bundle("1.0.0"), "--cert", cert,
+                         "--root", root)
+    assert code == 0 and "pending" in out, err
+    assert _status(capsys, root)["slots"]["a"]["state"] == "pending"
+    code, _, err = run(capsys, "bundle", "install", make_bundle("1.1.0"), "--cert", cert,
+                       "--root", root)
+    assert code == 2 and "is pending; commit or roll it back" in err
+    assert run(capsys, "bundle", "commit", "--root", root)[0] == 0
+    assert _runs(root) == "1.0.0"
+    assert run(capsys, "bundle", "install", make_bundle("1.1.0", seed=1), "--cert", cert,
+               "--root", root)[0] == 0
+    status = _status(capsys, root)
+    assert status["active"] == "b" and status["slots"]["b"]["state"] == "pending"
+    assert _runs(root) == "1.1.0"
+    code, out, _ = run(capsys, "bundle", "rollback", "--root", root, "--reason", "bad frames")
+    assert code == 0 and "1.0.0" in out
+    status = _status(capsys, root)
+    assert status["active"] == "a" and status["slots"]["b"]["state"] == "failed"
+    assert status["slots"]["b"]["reason"] == "bad frames"
+    assert _runs(root) == "1.0.0"
+    code, _, err = run(capsys, "bundle", "rollback", "--root", root)
+    assert code == 2 and "no previous good release" in err
+    code, _, err = run(capsys, "bundle", "commit", "--root", root)
+    assert code == 2 and "no pending release" in err
+
+
+def test_failed_health_check_exits_1_and_keeps_previous(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture,
+                                                       make_bundle: Callable[..., Path],
+                                                       fleet: Fleet) -> None:
+    root = tmp_path / "root"
+    assert run(capsys, "bundle", "install", make_bundle("1.0.0"), "--cert", fleet[1],
+               "--root", root)[0] == 0
+    run(capsys, "bundle", "commit", "--root", root)
+    before = snapshot(root)
+    slow = make_bundle("1.1.0", latency_budget_ms=1e-6)  # no device meets 1 ns
+    code, _, err = run(capsys, "bundle", "install", slow, "--cert", fleet[1], "--root", root)
+    assert code == 1 and err.count("\n") == 1
+    assert "health check failed" in err and "median latency" in err and "1.0.0 kept" in err
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if k != "state.json"} == \
+        {k: v for k, v in before.items() if k != "state.json"}
+    events = _status(capsys, root)["events"]
+    assert events[-1]["event"] == "health-failed" and "median latency" in events[-1]["detail"]
+    assert _runs(root) == "1.0.0"
+
+
+def test_health_check_catches_wrong_logits(tmp_path: Path, make_bundle: Callable[..., Path],
+                                           fleet: Fleet) -> None:
+    """A model that is not the one the golden logits came from fails on the device."""
+    from edge_resnet.bundle.errors import HealthCheckError
+    from edge_resnet.bundle.install import InstallOptions, install
+    from edge_resnet.bundle.signing import load_certificate
+
+    ref = write_tiny_model(tmp_path / "ref.onnx", seed=0)
+    bundle = make_bundle("2.0.0", seed=0, reference=ref)
+    # Re-point the model payload at different weights, re-signed: signature-valid but wrong.
+    from tamper import pin, rewrite
+
+    other = write_tiny_model(tmp_path / "other.onnx", seed=7).read_bytes()
+
+    def swap(members: List[Any]) -> List[Any]:
+        members[2] = (members[2][0], other)
+        return members
+
+    def repin(raw: Any) -> None:
+        pin(raw, raw["payload"][0]["path"], other)
+    bad = rewrite(bundle, tmp_path / "bad.bundle", repin, resign=fleet[0], edit_members=swap)
+    with pytest.raises(HealthCheckError, match="max \\|logit error\\|"):
+        install(bad, load_certificate(fleet[1]), tmp_path / "root", InstallOptions())
+    assert not (tmp_path / "root" / "current").exists()
+
+
+def test_pending_release_rolls_back_after_timeout(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  make_bundle: Callable[..., Path],
+                                                  fleet: Fleet) -> None:
+    root = tmp_path / "root"
+    run(capsys, "bundle", "install", make_bundle("1.0.0"), "--cert", fleet[1], "--root", root)
+    run(capsys, "bundle", "commit", "--root", root)
+    assert run(capsys, "bundle", "install", make_bundle("1.1.0"), "--cert", fleet[1], "--root",
+               root, "--pending-timeout", "0.5")[0] == 0
+    assert _status(capsys, root)["active"] == "b"
+    time.sleep(0.6)
+    status = _status(capsys, root)
+    assert status["active"] == "a"
+    assert status["slots"]["b"]["state"] == "failed"
+    assert "not committed within 0.5 s" in status["slots"]["b"]["reason"]
+    code, _, err = run(capsys, "bundle", "commit", "--root", root)
+    assert code == 2 and "not committed within" in err
+    assert _runs(root) == "1.0.0"
+    assert os.readlink(root / "current") == "slots/a"
