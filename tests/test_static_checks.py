@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # Modules that run on Jetsons (JetPack 5 = Python 3.8, no torch).
 DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_resnet/images.py",
                 "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/evaluation", "edge_resnet/runtime",
-                "edge_resnet/devices", "edge_resnet/bundle"]
+                "edge_resnet/devices", "edge_resnet/bundle",
+                "edge_resnet/fingerprints.py"]
 DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
                   "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
-                  "edge_resnet.cli"]
+                  "edge_resnet.cli", "edge_resnet.fingerprints", "edge_resnet.bundle.install",
+                  "edge_resnet.bundle.archive", "edge_resnet.bundle.health",
+                  "edge_resnet.bundle.cli"]
 
 
 def _tool(name: str) -> str:
