@@ -185,8 +185,8 @@ def summary_table(report: EvalReport) -> List[str]:
     """The per-model table (the part the CLI prints)."""
     header = ["model", "precision", "backend", "top-1 %", "top-5 %", "top-1 drop (pts)",
               f"drop {drop_confidence(report):g} % CI (pts)", "McNemar p",
-              "ref-only / cand-only right", "agreement %", "disagree", "cosine mean / min", "KL mean / p95", "max abs Δlogit",
-              "infer img/s"]
+              "ref-only / cand-only right", "agreement %", "disagree", "cosine mean / min",
+              "KL mean / p95", "max abs Δlogit", "infer img/s"]
     rows = [_row(m, m is report.reference, report.images_evaluated) for m in report.models]
     return _table(header, rows)
 
