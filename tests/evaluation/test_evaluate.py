@@ -145,7 +145,8 @@ def test_same_model_and_fused_graph_agree_exactly(data: Path, models: Dict[str, 
 
 def test_gate_sets_verdict(data: Path, models: Dict[str, Path]) -> None:
     failed = evaluate(models["ref"], {"b": models["biased"]}, data, max_drop=14.0, progress=False)
-    assert failed.gate_passed is False and failed.gate_failures == ["b 14.29 > 14 points"]
+    assert failed.gate_passed is False
+    assert failed.gate_failures == ["b: top-1 drop 14.29 > 14 points"]
     passed = evaluate(models["ref"], {"b": models["biased"]}, data, max_drop=14.3, progress=False)
     assert passed.gate_passed is True
 
@@ -159,7 +160,8 @@ def test_cli_gate_exit_codes_and_report_files(
     assert main(argv + ["--max-drop", "14", "--report", str(prefix)]) == 1
     captured = capsys.readouterr()
     assert "| int8 |" in captured.out and "FAILED" in captured.out
-    assert "accuracy gate breached: int8 14.29 > 14 points" in captured.err
+    assert "accuracy gate breached: int8: top-1 drop 14.29 > 14 points (--max-drop)" \
+        in captured.err
     saved = json.loads(prefix.with_suffix(".json").read_text())
     assert saved["candidates"][0]["drop_top1"] == pytest.approx(DROP)
     assert saved["gate_passed"] is False
@@ -238,7 +240,7 @@ def test_unlabeled_folder_gives_agreement_only(tmp_path: Path, models: Dict[str,
     # Gate on disagreement: 3/7 = 42.86 points <= 50 passes; <= 40 fails.
     assert report.gate_metric == "top1_disagreement" and report.gate_passed is True
     strict = evaluate(models["ref"], {"b": models["biased"]}, root, max_drop=40.0, progress=False)
-    assert strict.gate_failures == ["b 42.86 > 40 points"]
+    assert strict.gate_failures == ["b: top-1 disagreement 42.86 > 40 points"]
 
 
 def test_label_mismatch_is_model_error(tmp_path: Path, data: Path,
