@@ -105,8 +105,8 @@ def measure(args: argparse.Namespace, video: Path) -> Dict[str, Any]:
         result[key] = float(np.median([r[key] for r in rounds]))
     result.update(pipeline_counts=snap["counts"], pipeline_latency_ms=snap["latency_ms"])
     frames = decoded_frames(video, 100)
-    unfused = spec.with_changes(fused_preprocessing=False)
-    fused = spec.with_changes(fused_preprocessing=True, input_color_order="BGR")
+    unfused = spec.with_changes(fused_preprocessing=False, color_order="RGB", layout="NCHW")
+    fused = spec.with_changes(fused_preprocessing=True, color_order="BGR", layout="NHWC")
     result["preprocess_ms_per_frame"] = {"sdk_normalised_float": preprocess_ms(frames, unfused),
                                          "fused_in_graph_resize_only": preprocess_ms(frames, fused)}
     print(format_summary(snap, f"last pipeline run, {Path(args.model).name} on {args.backend}"),

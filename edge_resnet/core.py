@@ -78,13 +78,21 @@ class SourceError(EdgeResnetError):
 class ModelSpec:
     """What every stage must know about a classifier to feed it and read its output.
 
-    ``resolution`` is the square side the network sees. ``resize`` is the shorter side an image
-    is resized to before the centre crop (torchvision's ``Resize(resize)`` + ``CenterCrop``);
-    ``None`` means a plain resize to ``resolution`` x ``resolution``. ``mean``/``std`` are on the
-    0..1 scale, in RGB order, as torchvision gives them.
+    Every field is true of the file it is stored in, so a reader can build the input from the
+    metadata alone (``preprocess_batch`` does exactly that):
 
-    ``fused_preprocessing`` marks a graph whose input is uint8 NHWC frames at ``resolution`` in
-    ``input_color_order``; cast, channel order, normalisation and transpose happen in-graph.
+    * ``resolution`` is the square side the network sees. ``resize`` is the shorter side an
+      image is resized to before the centre crop (torchvision's ``Resize(resize)`` +
+      ``CenterCrop``); ``None`` means a plain resize to ``resolution`` x ``resolution``.
+    * ``color_order`` and ``layout`` describe the graph's *input* tensor: its channel order
+      (``RGB``/``BGR``) and where the channels are (``NCHW``/``NHWC``).
+    * ``fused_preprocessing`` marks a graph that takes raw uint8 pixels and normalises in-graph
+      (the exporter's fused graphs take uint8 NHWC frames in ``color_order``); otherwise the
+      input is float, already normalised on the host.
+    * ``mean``/``std`` are the normalisation on the 0..1 scale, always in RGB order as
+      torchvision gives them, whether the host or the graph applies them.
+    * ``label_ids`` are the dataset's IDs of the classes (WordNet IDs such as ``n01440764`` for
+      ImageNet), one per label in class-index order, or ``None`` when the classes have none.
     """
 
     labels: Tuple[str, ...]
@@ -95,12 +103,12 @@ class ModelSpec:
     color_order: str = "RGB"
     layout: str = "NCHW"
     fused_preprocessing: bool = False
-    input_color_order: str = "RGB"
     input_name: str = "input"
     output_name: str = "logits"
     features_name: Optional[str] = None
     arch: str = "resnet50"
     weights_sha256: str = ""
+    label_ids: Optional[Tuple[str, ...]] = None
     extra: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,15 +125,31 @@ class ModelSpec:
                 "use a resize >= resolution or no resize (plain resize)")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError("mean and std need three values each and std must be positive")
-        for name in ("color_order", "input_color_order"):
-            if getattr(self, name) not in ("RGB", "BGR"):
-                raise InputError(f"{name} must be RGB or BGR, got {getattr(self, name)!r}")
+        if self.color_order not in ("RGB", "BGR"):
+            raise InputError(f"color_order must be RGB or BGR, got {self.color_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise InputError(f"layout must be NCHW or NHWC, got {self.layout!r}")
+        self._check_label_ids()
+
+    def _check_label_ids(self) -> None:
+        ids = self.label_ids
+        if ids is None:
+            return
+        if len(ids) != len(self.labels):
+            raise InputError(f"{len(ids)} label IDs for {len(self.labels)} labels; give one ID "
+                             "per label, in class-index order")
+        if len(set(ids)) != len(ids):
+            raise InputError("label IDs must be unique; duplicates: " + ", ".join(
+                sorted({x for x in ids if ids.count(x) > 1})[:5]))
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
+        """Shape of an input batch of ``batch`` images, as ``layout`` and ``resolution`` say."""
+        res = self.resolution
+        return (batch, 3, res, res) if self.layout == "NCHW" else (batch, res, res, 3)
 
     def with_changes(self, **changes: object) -> "ModelSpec":
         """Return a copy with fields replaced (validated again)."""
@@ -151,7 +175,7 @@ class ModelSpec:
             raise ModelError(
                 "the model carries no edge-resnet metadata (labels, resolution, mean/std); "
                 "export it with `edge-resnet export` or pass the spec explicitly")
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) | {_LEGACY_INPUT_ORDER}
         kwargs: Dict[str, object] = {}
         for key, raw in values.items():
             if key not in known:
@@ -163,4 +187,25 @@ class ModelSpec:
             if isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
+        _upgrade_legacy(kwargs)
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except InputError as exc:
+            raise ModelError(f"the model's edge-resnet metadata is invalid: {exc}") from exc
+
+
+# Files written by edge-resnet before the spec described the graph's input kept the network's
+# order in ``color_order``/``layout`` (always RGB/NCHW) and the fused graph's frame order here.
+_LEGACY_INPUT_ORDER = "input_color_order"
+
+
+def _upgrade_legacy(kwargs: Dict[str, object]) -> None:
+    """Read metadata of older exports as what their graphs really take.
+
+    A legacy fused graph takes uint8 NHWC frames in ``input_color_order``; a legacy unfused
+    graph took RGB NCHW, which the other fields already say.
+    """
+    order = kwargs.pop(_LEGACY_INPUT_ORDER, None)
+    if order is not None and kwargs.get("fused_preprocessing"):
+        kwargs["color_order"] = order
+        kwargs["layout"] = "NHWC"

@@ -81,13 +81,17 @@ def resize_crop(image: "np.ndarray | Image.Image", spec: ModelSpec,
     return np.asarray(pil, dtype=np.uint8)
 
 
-def normalize(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 HxWx3 RGB (or NxHxWx3) -> float32 CHW (or NCHW), scaled to 0..1 and normalised."""
+def _normalized(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 ...xHxWx3 RGB -> float32 in the same layout, scaled to 0..1 and normalised."""
     mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
-    out = (pixels.astype(np.float32) - mean) * inv_std
+    return (pixels.astype(np.float32) - mean) * inv_std
+
+
+def normalize(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 HxWx3 RGB (or NxHxWx3) -> float32 CHW (or NCHW), scaled to 0..1 and normalised."""
     axes = (2, 0, 1) if pixels.ndim == 3 else (0, 3, 1, 2)
-    return np.ascontiguousarray(out.transpose(axes))
+    return np.ascontiguousarray(_normalized(pixels, spec).transpose(axes))
 
 
 def preprocess(image: "np.ndarray | Image.Image", spec: ModelSpec,
@@ -98,16 +102,20 @@ def preprocess(image: "np.ndarray | Image.Image", spec: ModelSpec,
 
 def preprocess_batch(images: Sequence["np.ndarray | Image.Image"], spec: ModelSpec,
                      color_order: str = "RGB") -> np.ndarray:
-    """Images -> the batch the model's input takes.
+    """Images (in ``color_order``) -> the batch the model's input takes, as its spec says.
 
-    For a fused-preprocessing model that is uint8 NHWC in the graph's input colour order;
-    otherwise float32 NCHW normalised.
+    A fused-preprocessing model takes raw uint8 pixels, any other model normalised float32;
+    either way in the spec's ``color_order`` and ``layout`` (the exporter's graphs: uint8 NHWC
+    frames when fused, float RGB NCHW otherwise).
     """
     if len(images) == 0:
         raise InputError("cannot preprocess an empty batch")
     pixels = np.stack([resize_crop(img, spec, color_order) for img in images])
-    if spec.fused_preprocessing:
-        if spec.input_color_order == "BGR":
-            pixels = pixels[:, :, :, ::-1]
-        return np.ascontiguousarray(pixels)
-    return normalize(pixels, spec)
+    if not spec.fused_preprocessing and spec.color_order == "RGB" and spec.layout == "NCHW":
+        return normalize(pixels, spec)
+    batch = pixels if spec.fused_preprocessing else _normalized(pixels, spec)
+    if spec.color_order == "BGR":
+        batch = batch[:, :, :, ::-1]
+    if spec.layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch)

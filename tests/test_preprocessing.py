@@ -70,7 +70,7 @@ def test_bgr_input_gives_the_same_tensor(name: str) -> None:
 def test_fused_path_gives_uint8_frames_in_graph_order(order: str) -> None:
     images = [_photo(n) for n in PHOTOS]
     spec = ModelSpec(labels=("a", "b"))
-    fused = spec.with_changes(fused_preprocessing=True, input_color_order=order)
+    fused = spec.with_changes(fused_preprocessing=True, color_order=order, layout="NHWC")
     frames = preprocess_batch(images, fused)
     assert frames.dtype == np.uint8 and frames.shape == (4, 224, 224, 3)
     rgb = frames[:, :, :, ::-1] if order == "BGR" else frames

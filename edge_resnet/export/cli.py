@@ -85,9 +85,10 @@ def run_export(args: argparse.Namespace) -> int:
         input_color_order=args.input_order, with_features=args.features,
         dynamic_batch=not args.static_batch, weights_sha256=loaded.weights_sha256,
         source=loaded.source)
+    spec = result.spec
     print(f"wrote {result.path} ({result.file_size / 1e6:.1f} MB, opset {result.opset}, "
           f"{result.seconds:.1f}s): {result.input_name} {result.input_shape} "
-          f"{'uint8 ' + result.spec.input_color_order if result.spec.fused_preprocessing else 'float32'}"
+          f"{'uint8' if spec.fused_preprocessing else 'float32'} {spec.color_order} {spec.layout}"
           f" -> " + ", ".join(f"{k} {v}" for k, v in result.output_shapes.items()))
     if report is not None:
         print(report.summary())

@@ -290,6 +290,18 @@ def _validate(spec: ModelSpec, opset: int, order: str, out_path: Path) -> None:
                          "output path") from exc
 
 
+def _graph_spec(spec: ModelSpec, fuse: bool, order: str, with_features: bool,
+                weights_sha256: str) -> ModelSpec:
+    """The spec of the exported file: its input as the graph takes it (uint8 NHWC frames in
+    ``order`` when preprocessing is fused, float RGB NCHW otherwise) and its outputs."""
+    return spec.with_changes(
+        fused_preprocessing=fuse,
+        color_order=order if fuse else "RGB",
+        layout="NHWC" if fuse else "NCHW",
+        features_name=FEATURES_NAME if with_features else None,
+        weights_sha256=weights_sha256 or spec.weights_sha256)
+
+
 def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, opset: int = 17,
                 fuse_preprocessing: bool = False, input_color_order: str = "BGR",
                 with_features: bool = False, dynamic_batch: bool = True,
@@ -297,18 +309,16 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, op
     """Export a torchvision ResNet to one self-describing ONNX file at ``out_path``.
 
     ``spec`` describes the PyTorch model (its labels, resolution, mean/std). The returned
-    result carries the spec of the exported graph (fused preprocessing, colour order, names).
+    result carries the spec of the exported graph, which is also written into the file: its
+    input's dtype (fused preprocessing), colour order and layout, and its output names.
     ``input_color_order`` only matters with ``fuse_preprocessing``.
     """
     started = time.perf_counter()
     out = Path(out_path)
     _validate(spec, opset, input_color_order, out)
     _check_model(model, spec)
-    graph_spec = spec.with_changes(
-        fused_preprocessing=fuse_preprocessing,
-        input_color_order=input_color_order if fuse_preprocessing else "RGB",
-        features_name=FEATURES_NAME if with_features else None,
-        weights_sha256=weights_sha256 or spec.weights_sha256)
+    graph_spec = _graph_spec(spec, fuse_preprocessing, input_color_order, with_features,
+                             weights_sha256)
     net = _build_net(model, spec, fuse_preprocessing, input_color_order, with_features)
     res = spec.resolution
     dummy = (torch.zeros((2, res, res, 3), dtype=torch.uint8) if fuse_preprocessing

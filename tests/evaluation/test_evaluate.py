@@ -59,12 +59,12 @@ def make_model(path: Path, bias: Sequence[float] = (0.0, 0.0, 0.0), fused: bool 
     weight[np.arange(min(n, 3)), np.arange(min(n, 3))] = scale
     if bgr:
         weight = np.ascontiguousarray(weight[:, ::-1])
-        spec = spec.with_changes(input_color_order="BGR")
+        spec = spec.with_changes(color_order="BGR")
     inits = [helper.make_tensor("W", TensorProto.FLOAT, [n, 3], weight.ravel().tolist()),
              helper.make_tensor("B", TensorProto.FLOAT, [n], list(bias))]
     nodes = []
     if fused:
-        spec = spec.with_changes(fused_preprocessing=True)
+        spec = spec.with_changes(fused_preprocessing=True, layout="NHWC")
         inp = helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", 8, 8, 3])
         inits.append(helper.make_tensor("k", TensorProto.FLOAT, [], [1.0 / 255.0]))
         nodes += [helper.make_node("Cast", ["input"], ["f"], to=TensorProto.FLOAT),

@@ -115,7 +115,7 @@ def test_features_feed_the_classifier(with_features: ExportResult, digits_model:
 
 def test_fused_graph_takes_uint8_frames_and_matches_unfused(
         fused: ExportResult, digits_onnx: Path, images: List[np.ndarray]) -> None:
-    order = fused.spec.input_color_order
+    order = fused.spec.color_order
     assert fused.spec.fused_preprocessing and order in ("BGR", "RGB")
     model = onnx.load(str(fused.path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8

@@ -29,7 +29,7 @@ def _relabel_color_order(path: Path, order: str) -> None:
     """Rewrite only the metadata's input colour order (the graph keeps its own)."""
     model = onnx.load(str(path))
     for prop in model.metadata_props:
-        if prop.key == "edge_resnet.input_color_order":
+        if prop.key == "edge_resnet.color_order":
             prop.value = json.dumps(order)
     onnx.save(model, str(path))
 
