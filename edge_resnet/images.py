@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from edge_resnet.core import DataError, InputError
 
-__all__ = ["ImageFolder", "ImageRecord", "SkipCounter", "read_image", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolder", "ImageRecord", "SkipCounter", "read_image", "read_label_map",
+           "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".gif")
@@ -91,27 +93,121 @@ def _files_under(root: Path) -> List[Path]:
     return files
 
 
+_WORDNET_ID = re.compile(r"n\d{8}")
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:10]) + ("..." if len(names) > 10 else "")
+
+
+def _class_index(labels: Sequence[str], label_ids: Optional[Sequence[str]],
+                 where: str) -> Dict[str, int]:
+    """Class name or class ID -> class index; a key naming two classes is refused."""
+    index = {name: i for i, name in enumerate(labels)}
+    for i, key in enumerate(label_ids or ()):
+        if index.setdefault(key, i) != i:
+            raise DataError(f"{where}: {key!r} is the label of class {index[key]} and the ID of "
+                            f"class {i}; rename the label so class names and IDs differ")
+    return index
+
+
+def read_label_map(path: "str | Path", root: "str | Path", labels: Sequence[str],
+                   label_ids: Optional[Sequence[str]] = None) -> List[ImageRecord]:
+    """Records from a label map such as MLPerf's ImageNet ``val_map.txt``.
+
+    Each line is ``<image file> <class>``: the file relative to ``root`` (flat or in
+    subfolders) and the class as an index into ``labels`` (``ILSVRC2012_val_00000001.JPEG 65``),
+    a label or a class ID (``... n01751748``). The file name ends at the first blank (labels
+    such as ``sea snake`` may contain blanks), or at a tab when the line has one (for file
+    names with blanks). Blank lines and ``#`` comments are ignored; only the listed files are
+    used. A malformed line, an unknown class, an index out of range, a file
+    listed twice or listed files missing under ``root`` raise :class:`DataError` naming the line.
+    """
+    path, root = Path(path), Path(root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels file {path} ({exc}); give a text file of "
+                         "'<image file> <class index>' lines") from exc
+    index = _class_index(labels, label_ids, str(path))
+    records: List[ImageRecord] = []
+    seen: Dict[str, int] = {}  # file as listed -> line number
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t", 1)] if "\t" in line else line.split(None, 1)
+        if len(parts) != 2 or not all(parts):
+            raise DataError(f"{path}:{number}: expected '<image file> <class index>', got {line!r}")
+        name, token = parts
+        if name in seen:
+            raise DataError(f"{path}:{number}: {name} is listed twice (also line {seen[name]})")
+        seen[name] = number
+        records.append(ImageRecord(root / name, _map_class(token, index, len(labels),
+                                                           f"{path}:{number}")))
+    if not records:
+        raise DataError(f"labels file {path} lists no images")
+    _check_listed_files(seen, path, root)
+    return records
+
+
+def _map_class(token: str, index: Dict[str, int], count: int, where: str) -> int:
+    if token.lstrip("-").isdigit():
+        value = int(token)
+        if not 0 <= value < count:
+            raise DataError(f"{where}: class index {value} is out of range: the model has "
+                            f"{count} classes (0..{count - 1}); is the map for this model?")
+        return value
+    if token in index:
+        return index[token]
+    raise DataError(f"{where}: class {token!r} is neither a class index (0..{count - 1}) nor "
+                    "one of the model's labels or class IDs")
+
+
+def _check_listed_files(lines: Dict[str, int], path: Path, root: Path) -> None:
+    """Every listed file must exist: a wrong DATA_DIR should fail at once, not skip them all."""
+    missing = [(number, name) for name, number in lines.items() if not (root / name).is_file()]
+    if missing:
+        number, name = missing[0]
+        raise DataError(
+            f"{path}: {len(missing)} of {len(lines)} listed files are not in {root} "
+            f"(line {number}: {name}); point DATA_DIR at the folder the labels file lists")
+
+
 class ImageFolder:
-    """A folder of images: labeled (one subfolder per class) or unlabeled (images anywhere).
+    """A folder of images: labeled (one subfolder per class, or a label map) or unlabeled.
 
     Class names are the sorted subfolder names, as torchvision's ``ImageFolder`` does, unless
-    ``labels`` is given: then subfolders are matched to those labels by name, so evaluation of a
-    model uses the model's class indices, and a subfolder with no such label is an error.
+    ``labels`` is given: then subfolders are matched to those labels by name, or by class ID
+    when ``label_ids`` are given (ImageNet's synset folders ``n01440764/...`` for a model whose
+    labels are class names), so evaluation of a model uses the model's class indices, and a
+    subfolder that is neither is an error. With ``labels_file`` the labels come from a label
+    map over the folder instead (see :func:`read_label_map`), and only the listed files are used.
     Every regular file is listed; unreadable ones are skipped when iterated and counted.
     """
 
     def __init__(self, root: "str | Path", labels: Optional[Sequence[str]] = None,
-                 labeled: Optional[bool] = None) -> None:
+                 labeled: Optional[bool] = None, label_ids: Optional[Sequence[str]] = None,
+                 labels_file: "Optional[str | Path]" = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"image folder {self.root} does not exist or is not a directory")
+        self.records: List[ImageRecord] = []
+        if labels_file is not None:
+            if labeled is False or not labels:
+                raise InputError("a labels file gives every image a class of the model: it needs "
+                                 "the model's labels and cannot be used with unlabeled data")
+            self.labeled = True
+            self.classes: Tuple[str, ...] = tuple(labels)
+            self.records = read_label_map(labels_file, self.root, labels, label_ids)
+            self.skips = SkipCounter()
+            return
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if labeled is None:
             labeled = bool(subdirs)
         self.labeled = labeled
-        self.records: List[ImageRecord] = []
         if labeled:
-            self.classes: Tuple[str, ...] = self._labeled_records(subdirs, labels)
+            self.classes = self._labeled_records(subdirs, labels, label_ids)
         else:
             self.classes = tuple(labels) if labels else ()
             self.records = [ImageRecord(p, None) for p in _files_under(self.root)]
@@ -119,18 +215,30 @@ class ImageFolder:
             raise DataError(f"image folder {self.root} contains no files")
         self.skips = SkipCounter()
 
-    def _labeled_records(self, subdirs: List[Path],
-                         labels: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    def _labeled_records(self, subdirs: List[Path], labels: Optional[Sequence[str]],
+                         label_ids: Optional[Sequence[str]]) -> Tuple[str, ...]:
         classes = tuple(labels) if labels else tuple(d.name for d in subdirs)
-        index = {name: i for i, name in enumerate(classes)}
+        index = _class_index(classes, label_ids if labels else None, str(self.root))
         unknown = [d.name for d in subdirs if d.name not in index]
         if unknown:
-            raise DataError(
-                f"{self.root}: subfolders {unknown[:5]} are not among the model's labels "
-                f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
+            raise DataError(f"{self.root}: subfolders {unknown[:5]} are "
+                            + self._known(classes, label_ids if labels else None, unknown))
         for d in subdirs:
             self.records.extend(ImageRecord(p, index[d.name]) for p in _files_under(d))
         return classes
+
+    @staticmethod
+    def _known(classes: Sequence[str], label_ids: Optional[Sequence[str]],
+               unknown: Sequence[str]) -> str:
+        """What subfolders may be named, for the error message."""
+        if label_ids:
+            return (f"neither among the model's labels ({_shown(classes)}) nor its class IDs "
+                    f"({_shown(label_ids)}); is this data for this model?")
+        hint = ""
+        if all(_WORDNET_ID.fullmatch(name) for name in unknown):
+            hint = ("; they look like WordNet IDs but the model carries no class IDs: export "
+                    "ImageNet models with this edge-resnet version, or give a labels file")
+        return f"not among the model's labels ({_shown(classes)}){hint}"
 
     def __len__(self) -> int:
         return len(self.records)

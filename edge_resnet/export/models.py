@@ -28,13 +28,15 @@ from edge_resnet.core import (IMAGENET_MEAN, IMAGENET_STD, DependencyError, Inpu
 from edge_resnet.io_utils import atomic_path
 
 __all__ = ["CHECKPOINT_FORMAT", "IMAGENET_SOURCES", "LoadedModel", "file_sha256",
-           "hub_weights_path", "load_model", "save_checkpoint"]
+           "hub_weights_path", "imagenet_classes", "load_model", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "edge-resnet-checkpoint/1"
 IMAGENET_SOURCES = {"imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 _DEFAULT_RESOLUTION, _DEFAULT_RESIZE = 224, 256
+# WordNet IDs of the 1000 ImageNet classes in class-index order (package data; see the NOTICE).
+_SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 
 
 @dataclass
@@ -108,6 +110,27 @@ def _labels(num_classes: int, labels: Optional[Sequence[str]], labels_file: Opti
 
 # --------------------------------------------------------------------------- torchvision weights
 
+def imagenet_classes() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(names, WordNet IDs) of the 1000 ImageNet classes, both in class-index order.
+
+    The names are torchvision's (the same for V1 and V2 weights, no download needed); the IDs
+    are what ILSVRC2012 folders (``n01440764/...``) are named by. ImageNet's class index is the
+    sorted order of the IDs, which the shipped list must have.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    names = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    try:
+        ids = tuple(_SYNSETS_FILE.read_text(encoding="ascii").split())
+    except OSError as exc:
+        raise DependencyError(f"cannot read the ImageNet class IDs {_SYNSETS_FILE} "
+                              f"({exc.strerror or exc}); reinstall edge-resnet") from exc
+    if len(ids) != len(names) or list(ids) != sorted(set(ids)):
+        raise DependencyError(f"{_SYNSETS_FILE} does not hold {len(names)} sorted unique WordNet "
+                              "IDs; reinstall edge-resnet")
+    return names, ids
+
+
 def hub_weights_path(source: str) -> Tuple[Path, str]:
     """(cache path, download URL) of the torchvision weights file for ``imagenet-v1``/``-v2``."""
     from torchvision.models import ResNet50_Weights
@@ -142,7 +165,11 @@ def _load_imagenet(source: str, resolution: Optional[int], download: bool) -> Lo
     base_res, base_resize = int(transform.crop_size[0]), int(transform.resize_size[0])
     res = resolution or base_res
     sha = file_sha256(path)
-    spec = ModelSpec(labels=tuple(weights.meta["categories"]), resolution=res,
+    names, ids = imagenet_classes()
+    if tuple(weights.meta["categories"]) != names:
+        raise DependencyError(f"torchvision's {source} class names differ from its V1 names; "
+                              "the ImageNet class IDs cannot be matched to them")
+    spec = ModelSpec(labels=names, label_ids=ids, resolution=res,
                      resize=_scaled_resize(res, base_resize, base_res),
                      mean=tuple(transform.mean), std=tuple(transform.std),  # type: ignore[arg-type]
                      weights_sha256=sha, extra={"source": source})
@@ -271,7 +298,8 @@ def _load_checkpoint(path: Path, labels: Optional[Sequence[str]], labels_file: O
     res = resolution or stored.resolution
     if res != stored.resolution:
         log.warning("%s was trained at %d px; using %d px as asked", path, stored.resolution, res)
-    spec = stored.with_changes(labels=spec_labels, resolution=res,
+    ids = stored.label_ids if spec_labels == stored.labels else None  # IDs of other classes
+    spec = stored.with_changes(labels=spec_labels, label_ids=ids, resolution=res,
                                resize=_scaled_resize(res, stored.resize, stored.resolution),
                                weights_sha256=sha)
     model = _resnet50(num_classes)
@@ -307,18 +335,25 @@ def load_model(source: str, *, num_classes: Optional[int] = None,
 
 def _random_model(num_classes: Optional[int], labels: Optional[Sequence[str]],
                   labels_file: Optional[Path], resolution: Optional[int]) -> LoadedModel:
-    """A seeded, randomly initialised ResNet50: for pipeline tests without any weights."""
+    """A seeded, randomly initialised ResNet50: for pipeline tests without any weights.
+
+    With 1000 classes and no labels given it stands in for an ImageNet model: ImageNet's class
+    names and WordNet IDs, so its exports read ImageNet folders as ``imagenet-v1`` would.
+    """
     if num_classes is None:
         num_classes = len(labels) if labels is not None else 1000
     if num_classes < 1:
         raise InputError(f"num_classes must be positive, got {num_classes}")
+    ids: Optional[Tuple[str, ...]] = None
+    if num_classes == 1000 and labels is None and labels_file is None:
+        labels, ids = imagenet_classes()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = _resnet50(num_classes)
     res = resolution or _DEFAULT_RESOLUTION
     sha = _state_dict_sha256(model.state_dict())
     spec = ModelSpec(labels=_labels(num_classes, labels, labels_file, None, "the random model"),
-                     resolution=res, resize=_scaled_resize(res, _DEFAULT_RESIZE,
+                     label_ids=ids, resolution=res, resize=_scaled_resize(res, _DEFAULT_RESIZE,
                                                            _DEFAULT_RESOLUTION),
                      mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_sha256=sha,
                      extra={"source": "random"})

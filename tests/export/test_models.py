@@ -11,7 +11,8 @@ import torch
 from torchvision.models import resnet18, resnet50
 
 from edge_resnet.core import DependencyError, InputError, ModelError, ModelSpec
-from edge_resnet.export.models import (hub_weights_path, load_model, save_checkpoint)
+from edge_resnet.export.models import (hub_weights_path, imagenet_classes, load_model,
+                                       save_checkpoint)
 
 
 def _sha(path: Path) -> str:
@@ -46,6 +47,21 @@ def test_random_model_defaults_to_imagenet_shape() -> None:
     loaded = load_model("random")
     assert loaded.spec.num_classes == 1000
     assert (loaded.spec.resolution, loaded.spec.resize) == (224, 256)
+    assert (loaded.spec.labels, loaded.spec.label_ids) == imagenet_classes()
+    # labels of its own: no ImageNet IDs to pretend they belong to
+    named = load_model("random", labels=[f"c{i}" for i in range(1000)])
+    assert named.spec.labels[0] == "c0" and named.spec.label_ids is None
+
+
+def test_imagenet_class_ids_are_in_torchvision_class_order() -> None:
+    """ImageNet's class index is the sorted WordNet ID order; spot-check known pairs."""
+    names, ids = imagenet_classes()
+    assert len(ids) == len(names) == 1000 and list(ids) == sorted(set(ids))
+    known = {0: ("tench", "n01440764"), 1: ("goldfish", "n01443537"),
+             65: ("sea snake", "n01751748"),  # MLPerf val_map line 1: ..._00000001.JPEG 65
+             134: ("crane bird", "n02012849"), 281: ("tabby", "n02123045"),
+             504: ("coffee mug", "n03063599"), 999: ("toilet tissue", "n15075141")}
+    assert {i: (names[i], ids[i]) for i in known} == known
 
 
 def test_edge_resnet_checkpoint_round_trip(tmp_path: Path, small_resnet: torch.nn.Module) -> None:
@@ -62,6 +78,15 @@ def test_edge_resnet_checkpoint_round_trip(tmp_path: Path, small_resnet: torch.n
     x = torch.randn(2, 3, 48, 48)
     with torch.inference_mode():
         assert torch.equal(loaded.model(x), small_resnet(x))
+
+
+def test_checkpoint_keeps_class_ids_only_with_its_own_labels(
+        tmp_path: Path, small_resnet: torch.nn.Module) -> None:
+    spec = ModelSpec(labels=("cat", "dog", "eel"), label_ids=("n1", "n2", "n3"))
+    path = save_checkpoint(tmp_path / "m.pt", small_resnet, spec)
+    assert load_model(str(path)).spec.label_ids == ("n1", "n2", "n3")
+    relabeled = load_model(str(path), labels=["a", "b", "c"]).spec
+    assert relabeled.labels == ("a", "b", "c") and relabeled.label_ids is None
 
 
 def test_plain_state_dict_gets_default_labels_or_a_labels_file(
@@ -159,6 +184,8 @@ def test_imagenet_weights_come_from_the_hub_cache(empty_hub: Path) -> None:
     torch.save(resnet50(weights=None).state_dict(), path)  # stands in for the real download
     loaded = load_model("imagenet-v2")
     assert loaded.spec.labels[:2] == ("tench", "goldfish") and loaded.spec.num_classes == 1000
+    assert loaded.spec.label_ids is not None and loaded.spec.label_ids[:2] == ("n01440764",
+                                                                               "n01443537")
     assert (loaded.spec.resolution, loaded.spec.resize) == (224, 232)
     assert loaded.weights_sha256 == _sha(path)
     assert load_model("imagenet-v2", resolution=112).spec.resize == 116
