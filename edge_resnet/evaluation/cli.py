@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
                     "Exit code 1 when a candidate breaches a gate.")
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="image folder: one subfolder per class (named like the model's "
-                             "labels) for accuracy, or plain images for agreement only")
+                             "labels or class IDs, e.g. ImageNet synsets n01440764/) or a flat "
+                             "folder with --labels-file for accuracy, or plain images for "
+                             "agreement only")
     parser.add_argument("--reference", required=True, metavar="MODEL",
                         help="the FP32 reference model")
     parser.add_argument("--candidate", action="append", default=[], metavar="MODEL",
