@@ -136,6 +136,7 @@ BackendFactory = Callable[..., Backend]
 _REGISTRY: Dict[str, str] = {
     "onnxruntime": "edge_resnet.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "edge_resnet.backends.openvino:OpenVinoBackend",
+    "pytorch": "edge_resnet.backends.pytorch:PyTorchBackend",
 }
 
 

@@ -178,6 +178,7 @@ class GpuPreprocessor:
             raise InputError("cannot preprocess an empty batch")
         if color_order not in ("RGB", "BGR"):
             raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
+        self.device.make_current()  # kernels launch through the driver API: per-thread context
         for i, image in enumerate(images):
             self._one(image, color_order, out_ptr + i * self.image_nbytes)
 

@@ -1,0 +1,257 @@
+"""PyTorch backend: an edge-resnet checkpoint on CUDA (FP32/FP16, channels_last, CUDA graphs) or CPU.
+
+For Jetsons where PyTorch is installed and TensorRT is not wanted, and to run the GPU pipeline
+end to end on machines without TensorRT. On CUDA, each batch size gets its own CUDA graph
+(captured on first use, up to ``max_graphs`` sizes): one replay launches the whole network, so
+batch-1 latency is the GPU's, not Python's. Inputs go through a pinned staging tensor; frames can
+also be preprocessed on the GPU straight into the graph's static input
+(:meth:`infer_frames`, used by the pipeline with ``--preprocess gpu``).
+
+Device side (Python 3.8): torch is imported only when this backend is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
+from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
+
+__all__ = ["PyTorchBackend"]
+
+_PRECISIONS = ("fp32", "fp16")
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise DependencyError(
+            "the pytorch backend needs PyTorch: `pip install 'edge-resnet[pytorch]'` (on a "
+            "Jetson, NVIDIA's torch wheel for your JetPack)") from exc
+    return torch
+
+
+class _Graph:
+    """One captured batch size: static input/output tensors and the CUDA graph between them."""
+
+    def __init__(self, torch: Any, model: Any, shape: Tuple[int, ...], dtype: Any,
+                 channels_last: bool, stream: Any) -> None:
+        self.input = torch.zeros(shape, dtype=dtype, device=stream.device)
+        self.host = torch.empty(shape, dtype=torch.float32, pin_memory=True)
+
+        def forward() -> Any:
+            x = self.input.contiguous(memory_format=torch.channels_last) \
+                if channels_last else self.input
+            return model(x)
+
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up on the capture stream (cuDNN picks its kernels here)
+                forward()
+            stream.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=stream):
+                self.output = forward()
+        stream.synchronize()
+
+
+class PyTorchBackend(BackendBase):
+    """Runs an edge-resnet checkpoint (``export``/``finetune`` output) with PyTorch.
+
+    ``device``: ``auto`` (CUDA when PyTorch sees a GPU), ``cuda``, ``cuda:N`` or ``cpu``.
+    ``precision``: ``fp32`` or ``fp16`` (CUDA only; refused on CPU rather than silently run in
+    FP32). ``cuda_graphs`` / ``channels_last`` apply on CUDA. ``threads`` sets CPU threads.
+    """
+
+    def __init__(self, model_path: "str | Path", device: str = "auto", precision: str = "fp32",
+                 channels_last: bool = True, cuda_graphs: bool = True, max_graphs: int = 8,
+                 threads: int = 0, spec: Optional[ModelSpec] = None, trust_pickle: bool = False,
+                 **unused: Any) -> None:
+        if unused:
+            raise InputError(f"pytorch backend got unknown options: {sorted(unused)}")
+        if precision not in _PRECISIONS:
+            raise InputError(f"pytorch precision must be fp32 or fp16, got {precision!r}")
+        if threads < 0:
+            raise InputError(f"threads must be >= 0, got {threads}")
+        path = Path(model_path)
+        if path.suffix.lower() == ".onnx":
+            raise ModelError(f"{path}: the pytorch backend runs checkpoints (.pt from `export` "
+                             "or `finetune`); run ONNX files with --backend onnxruntime")
+        torch = _import_torch()
+        self._torch = torch
+        self.device = self._pick_device(torch, device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise InputError("fp16 needs a CUDA device (--device cuda); PyTorch's CPU FP16 "
+                             "convolutions are slower than FP32 and not what a GPU computes")
+        if threads:
+            torch.set_num_threads(threads)
+        from edge_resnet.export.models import load_model  # torch-side module, loaded lazily
+
+        loaded = load_model(str(path), trust_pickle=trust_pickle)
+        self.spec = spec if spec is not None else loaded.spec
+        if self.spec.fused_preprocessing or self.spec.layout != "NCHW":
+            raise ModelError("the pytorch backend runs the plain network: float NCHW input")
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._channels_last = channels_last and self.device.type == "cuda"
+        model = loaded.model.eval().to(self.device, dtype=self._dtype)
+        if self._channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model: Any = model
+        self._use_graphs = cuda_graphs and self.device.type == "cuda"
+        self._max_graphs = max_graphs
+        self._graphs: Dict[int, _Graph] = {}
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._gpu_pre: Any = None
+        self.last_timings: Dict[str, float] = {}
+        res = self.spec.resolution
+        self._input_shape = ["batch", 3, res, res]
+        self._input_label = "input"
+        self.info = BackendInfo(
+            name="pytorch", model_path=str(path), precision=precision,
+            device=self._device_name(torch),
+            details={"torch": torch.__version__, "channels_last": self._channels_last,
+                     "cuda_graphs": self._use_graphs, "threads": threads})
+
+    # setup -------------------------------------------------------------------------------
+    @staticmethod
+    def _pick_device(torch: Any, name: str) -> Any:
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise DependencyError(
+                    f"--device {name}: PyTorch sees no CUDA device (CPU-only torch build, no "
+                    "driver, or no GPU); use --device cpu or install a CUDA build of torch")
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            if index >= torch.cuda.device_count():
+                raise InputError(f"CUDA device {index} does not exist; this machine has "
+                                 f"{torch.cuda.device_count()}")
+            device = torch.device("cuda", index)
+        elif device.type != "cpu":
+            raise InputError(f"the pytorch backend runs on cpu or cuda, not {name!r}")
+        return device
+
+    def _device_name(self, torch: Any) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return "cpu"
+
+    def _graph(self, n: int) -> Optional[_Graph]:
+        graph = self._graphs.get(n)
+        if graph is None and self._use_graphs and len(self._graphs) < self._max_graphs:
+            res = self.spec.resolution
+            graph = _Graph(self._torch, self._model, (n, 3, res, res), self._dtype,
+                           self._channels_last, self._stream)
+            self._graphs[n] = graph
+        return graph
+
+    # inference ---------------------------------------------------------------------------
+    def _forward(self, x: Any) -> Any:
+        if self._channels_last:
+            x = x.contiguous(memory_format=self._torch.channels_last)
+        return self._model(x)
+
+    def infer(self, batch: np.ndarray) -> InferenceOutput:
+        batch = self.check_batch(batch)
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                if self.device.type == "cpu":
+                    logits = self._forward(torch.from_numpy(batch))
+                    return InferenceOutput(logits=logits.float().numpy())
+                with torch.cuda.stream(self._stream):
+                    graph = self._graph(batch.shape[0])
+                    if graph is None:
+                        x = torch.from_numpy(batch).to(self.device, non_blocking=False)
+                        return self._finish(self._forward(x.to(self._dtype)))
+                    graph.host.numpy()[...] = batch
+                    graph.input.copy_(graph.host, non_blocking=True)
+                    graph.graph.replay()
+                    return self._finish(graph.output)
+        except RuntimeError as exc:
+            raise self._error(exc) from exc
+
+    def _finish(self, logits: Any) -> InferenceOutput:
+        out = logits.float().cpu()  # waits for the stream: the result is final
+        return InferenceOutput(logits=out.numpy())
+
+    def _error(self, exc: RuntimeError) -> BackendError:
+        text = str(exc)
+        if "out of memory" in text:
+            return BackendError(f"PyTorch ran out of GPU memory: {text.splitlines()[0]}; use a "
+                                "smaller --batch or fp16")
+        return BackendError(f"PyTorch inference failed: {text.splitlines()[0]}")
+
+    # GPU preprocessing -------------------------------------------------------------------
+    @property
+    def gpu_frames(self) -> bool:
+        """True when :meth:`infer_frames` can preprocess on the GPU (CUDA + cuda-python)."""
+        if self.device.type != "cuda":
+            return False
+        from edge_resnet.cuda import cuda_available
+        return cuda_available()
+
+    def infer_frames(self, frames: Sequence[np.ndarray], color_order: str = "BGR"
+                     ) -> InferenceOutput:
+        """Preprocess uint8 HxWx3 frames on the GPU into the graph's input and infer.
+
+        ``last_timings`` then holds GPU-timed ``preprocess`` and ``infer`` milliseconds.
+        """
+        if not self.gpu_frames:
+            raise BackendError("GPU preprocessing needs the pytorch backend on CUDA and "
+                               "cuda-python; use --preprocess cpu")
+        if self._closed:
+            raise BackendError("backend is closed")
+        torch = self._torch
+        pre = self._preprocessor()
+        n = len(frames)
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
+            graph = self._graph(n)
+            target = graph.input if graph is not None else torch.empty(
+                (n, 3, self.spec.resolution, self.spec.resolution), dtype=self._dtype,
+                device=self.device)
+            events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+            events[0].record(self._stream)
+            pre.run(frames, int(target.data_ptr()), color_order)
+            events[1].record(self._stream)
+            try:
+                if graph is not None:
+                    graph.graph.replay()
+                    logits = graph.output
+                else:
+                    logits = self._forward(target)
+            except RuntimeError as exc:
+                raise self._error(exc) from exc
+            events[2].record(self._stream)
+            result = self._finish(logits)
+        self.last_timings = {"preprocess": events[0].elapsed_time(events[1]),
+                             "infer": events[1].elapsed_time(events[2])}
+        return result
+
+    def _preprocessor(self) -> Any:
+        if self._gpu_pre is None:
+            from edge_resnet.cuda import Stream, get_device
+            from edge_resnet.cuda.preprocess import GpuPreprocessor
+
+            device = get_device(self.device.index or 0)
+            assert self._stream is not None  # gpu_frames checked that this is a CUDA backend
+            out = "float16" if self._dtype == self._torch.float16 else "float32"
+            self._gpu_pre = GpuPreprocessor(self.spec, out_dtype=out, device=device,
+                                            stream=Stream.wrap(self._stream.cuda_stream, device))
+        return self._gpu_pre
+
+    def _release(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+        if self._gpu_pre is not None:
+            self._gpu_pre.close()
+            self._gpu_pre = None
+        self._graphs.clear()
+        self._model = None
