@@ -77,6 +77,7 @@ def _compatibility(manifest: Manifest, options: InstallOptions,
         if options.device not in manifest.devices:
             raise BundleError(f"bundle is for {', '.join(manifest.devices)}, not for "
                               f"{options.device}; refusing it")
+    _check_int8_weights(manifest, options)
     if version_key(__version__) < version_key(manifest.min_sdk_version):
         raise BundleError(f"bundle needs edge-resnet >= {manifest.min_sdk_version}; this device "
                           f"has {__version__}: upgrade the SDK first")
@@ -91,6 +92,20 @@ def _compatibility(manifest: Manifest, options: InstallOptions,
         raise BundleError(f"{manifest.name} {manifest.version} is "
                           f"{'already installed' if same else 'older than the installed ' + old}"
                           "; refusing (pass --allow-downgrade to install it anyway)")
+
+
+def _check_int8_weights(manifest: Manifest, options: InstallOptions) -> None:
+    """Pre-quantized (int8) weights are documented for TensorRT 10+; refuse them on older."""
+    if options.backend != "tensorrt" or not manifest.provenance.get("int8_weights"):
+        return
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        installed = version("tensorrt")
+    except (ImportError, PackageNotFoundError):
+        return  # the health check's backend load reports a missing TensorRT
+    if int(installed.split(".")[0]) < 10:
+        raise BundleError(f"bundle stores int8 weights, documented for TensorRT >= 10; this "
+                          f"device has TensorRT {installed}: ship a float-weight QDQ bundle")
 
 
 def verify(bundle: Path, cert: Any, options: InstallOptions,
