@@ -68,25 +68,38 @@ def plot_per_class(report: EvalReport, path: Path) -> Path:
     counts = report.class_counts or []
     order, note = class_order(report)
     models = report.models
-    figure = _figure(max(6.0, 0.35 * len(order) * (len(models) + 1)), 4.0)
+    figure = _figure(min(14.0, max(6.0, 0.12 * len(order) * (len(models) + 1))) + 3.0, 4.5)
     axes = figure.add_subplot()
     width = 0.8 / len(models)
     x = np.arange(len(order))
-    for k, model in enumerate(models):
-        axes.bar(x + k * width - 0.4 + width / 2, _accuracy(model, counts, order), width,
+    values = [_accuracy(model, counts, order) for model in models]
+    for k, (model, accuracy) in enumerate(zip(models, values)):
+        axes.bar(x + k * width - 0.4 + width / 2, accuracy, width,
                  label=model.name + (" (reference)" if model is report.reference else ""))
     axes.set_xticks(x)
     axes.set_xticklabels([report.labels[i] for i in order], rotation=90 if len(order) > 12 else 0)
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_ylim(0, 105)
+    floor = _axis_floor(values)
+    axes.set_ylim(floor, 100.5)
+    axes.set_ylabel("top-1 accuracy (%)" + (f", axis from {floor:g}" if floor > 0 else ""))
+    axes.grid(axis="y", alpha=0.3)
     axes.set_title(PER_CLASS_TITLE + (f"\n{note}" if note else ""))
-    axes.legend(loc="lower right", fontsize="small")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return _save(figure, path)
 
 
+def _axis_floor(values: Sequence[np.ndarray]) -> float:
+    """Start the y axis 5 points below the lowest bar, in steps of 10 (0 when that is near):
+    per-class accuracies of precisions of one model sit close together near the top."""
+    finite = np.concatenate([v[np.isfinite(v)] for v in values] + [np.array([100.0])])
+    floor = 10.0 * np.floor((finite.min() - 5.0) / 10.0)
+    return 0.0 if floor < 30.0 else float(floor)
+
+
 def _tick_labels(edges: Sequence[float]) -> Tuple[List[int], List[str]]:
-    """Ticks at every decade of the quarter-decade edges, and "0" at the first edge."""
-    ticks, labels = [0], ["0"]
+    """Ticks at every decade of the quarter-decade edges (the first bin, [0, 1e-7), is named in
+    the axis label: a "0" tick beside "1e-7" would overlap)."""
+    ticks: List[int] = []
+    labels: List[str] = []
     for i, edge in enumerate(edges[1:], start=1):
         exponent = np.log10(edge)
         if abs(exponent - round(exponent)) < 1e-9:
