@@ -18,6 +18,8 @@ DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_res
 DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
                   "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
                   "edge_resnet.cli", "edge_resnet.fingerprints", "edge_resnet.bundle.install",
+                  "edge_resnet.evaluation", "edge_resnet.evaluation.stats",
+                  "edge_resnet.evaluation.gates", "edge_resnet.evaluation.plots",
                   "edge_resnet.bundle.archive", "edge_resnet.bundle.health",
                   "edge_resnet.bundle.cli"]
 
@@ -43,8 +45,8 @@ def test_device_modules_do_not_import_torch() -> None:
         "import importlib, sys\n"
         f"for m in {DEVICE_MODULES!r}: importlib.import_module(m)\n"
         "import edge_resnet.cli as c; c.build_parser()\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'tensorrt', 'openvino', 'onnxscript')"
-        " if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'tensorrt', 'openvino', 'onnxscript',"
+        " 'matplotlib') if m in sys.modules)\n"
         "print(','.join(heavy))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
