@@ -93,7 +93,8 @@ def _files_under(root: Path) -> List[Path]:
     return files
 
 
-_WORDNET_ID = re.compile(r"n\d{8}")
+_WORDNET_ID = re.compile(r"n[0-9]{8}")
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def _shown(names: Sequence[str]) -> str:
@@ -117,11 +118,12 @@ def read_label_map(path: "str | Path", root: "str | Path", labels: Sequence[str]
 
     Each line is ``<image file> <class>``: the file relative to ``root`` (flat or in
     subfolders) and the class as an index into ``labels`` (``ILSVRC2012_val_00000001.JPEG 65``),
-    a label or a class ID (``... n01751748``). The file name ends at the first blank (labels
-    such as ``sea snake`` may contain blanks), or at a tab when the line has one (for file
-    names with blanks). Blank lines and ``#`` comments are ignored; only the listed files are
-    used. A malformed line, an unknown class, an index out of range, a file
-    listed twice or listed files missing under ``root`` raise :class:`DataError` naming the line.
+    a label or a class ID (``... n01751748``); a number is always an index. The file name
+    ends at the first blank (labels such as ``sea snake`` may contain blanks), or at a tab when
+    the line has one (for file names with blanks). Blank lines and ``#`` comments are ignored;
+    only the listed files are used. A malformed line, an unknown class, an index out of range,
+    a file listed twice or listed files missing under ``root`` raise :class:`DataError` naming
+    the line.
     """
     path, root = Path(path), Path(root)
     try:
@@ -138,7 +140,8 @@ def read_label_map(path: "str | Path", root: "str | Path", labels: Sequence[str]
             continue
         parts = [p.strip() for p in line.split("\t", 1)] if "\t" in line else line.split(None, 1)
         if len(parts) != 2 or not all(parts):
-            raise DataError(f"{path}:{number}: expected '<image file> <class index>', got {line!r}")
+            raise DataError(f"{path}:{number}: expected '<image file> <class index>', "
+                            f"got {line!r}")
         name, token = parts
         if name in seen:
             raise DataError(f"{path}:{number}: {name} is listed twice (also line {seen[name]})")
@@ -152,7 +155,7 @@ def read_label_map(path: "str | Path", root: "str | Path", labels: Sequence[str]
 
 
 def _map_class(token: str, index: Dict[str, int], count: int, where: str) -> int:
-    if token.lstrip("-").isdigit():
+    if _INDEX.fullmatch(token):
         value = int(token)
         if not 0 <= value < count:
             raise DataError(f"{where}: class index {value} is out of range: the model has "
