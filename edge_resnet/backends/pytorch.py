@@ -1,4 +1,4 @@
-"""PyTorch backend: an edge-resnet checkpoint on CUDA (FP32/FP16, channels_last, CUDA graphs) or CPU.
+"""PyTorch backend: an edge-resnet checkpoint on CUDA (FP32/FP16, channels_last, CUDA graphs) or CPU
 
 For Jetsons where PyTorch is installed and TensorRT is not wanted, and to run the GPU pipeline
 end to end on machines without TensorRT. On CUDA, each batch size gets its own CUDA graph
@@ -95,6 +95,11 @@ class PyTorchBackend(BackendBase):
         if self.spec.fused_preprocessing or self.spec.layout != "NCHW":
             raise ModelError("the pytorch backend runs the plain network: float NCHW input")
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        if self.device.type == "cuda" and precision == "fp32":
+            # PyTorch lets cuDNN run FP32 convolutions as TF32 on Ampere+ GPUs (10-bit
+            # mantissa); "fp32" means FP32, so say no (process-wide torch setting)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self._channels_last = channels_last and self.device.type == "cuda"
         model = loaded.model.eval().to(self.device, dtype=self._dtype)
         if self._channels_last:
@@ -113,6 +118,7 @@ class PyTorchBackend(BackendBase):
             name="pytorch", model_path=str(path), precision=precision,
             device=self._device_name(torch),
             details={"torch": torch.__version__, "channels_last": self._channels_last,
+                     "tf32": False if self.device.type == "cuda" and precision == "fp32" else None,
                      "cuda_graphs": self._use_graphs, "threads": threads})
 
     # setup -------------------------------------------------------------------------------

@@ -356,7 +356,7 @@ def copy_async(dst: int, src: int, nbytes: int, stream: Stream, kind: str) -> No
 
 def copy_2d_async(dst: int, dst_pitch: int, src: int, src_pitch: int, width_bytes: int,
                   rows: int, stream: Stream, kind: str) -> None:
-    """``cudaMemcpy2DAsync``: ``rows`` rows of ``width_bytes`` each (a sub-rectangle of an image)."""
+    """``cudaMemcpy2DAsync``: ``rows`` rows of ``width_bytes`` each (an image sub-rectangle)."""
     runtime, _, _ = cuda_modules()
     check(runtime.cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width_bytes, rows,
                                     getattr(runtime.cudaMemcpyKind, _KINDS[kind]), stream.cuda()),

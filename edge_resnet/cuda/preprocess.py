@@ -108,7 +108,8 @@ class GpuPreprocessor:
 
     def _ensure(self, region_bytes: int, tmp_bytes: int) -> None:
         """Grow the staging and scratch buffers when a frame needs more (rare: a new size)."""
-        if self._staging is None or self._staging.slots[0]["host"].nbytes < region_bytes:
+        staged = self._staging.slots[0]["host"].nbytes if self._staging is not None else 0
+        if region_bytes > staged:
             if self._staging is not None:
                 self._staging.close()
             self._staging = InFlightRing(
@@ -155,18 +156,24 @@ class GpuPreprocessor:
         if image.dtype != np.uint8:
             raise InputError(f"expected a uint8 image, got dtype {image.dtype}")
         dplan = self._plan(image.shape[0], image.shape[1])
-        plan = dplan.plan
-        x0, y0, x1, y1 = plan.region
-        size = plan.size
-        self._ensure((y1 - y0) * (x1 - x0) * 3, (y1 - y0) * size * 3)
+        x0, y0, x1, y1 = dplan.plan.region
+        self._ensure((y1 - y0) * (x1 - x0) * 3, (y1 - y0) * dplan.plan.size * 3)
         self._pending = None
-        src, pitch = self._source(image, plan)
+        src, pitch = self._source(image, dplan.plan)
+        self._resample(dplan, src, pitch, color_order, out_ptr)
+
+    def _resample(self, dplan: _DevicePlan, src: int, pitch: int, color_order: str,
+                  out_ptr: int) -> None:
+        """The two kernels: ``src`` is the region's first pixel, rows ``pitch`` bytes apart."""
+        plan, size = dplan.plan, dplan.plan.size
+        _, y0, _, y1 = plan.region
         assert self._tmp is not None
         hs, hc, hw = dplan.h
         self._kernels.horizontal(src, pitch, y1 - y0, size, hs, hc, hw, plan.horizontal.ksize,
                                  color_order == "BGR", self._tmp.ptr, self.stream)
         if self._pending is not None:
             self._pending.release(self.stream)  # staging slot reusable once the reads are done
+            self._pending = None
         vs, vc, vw = dplan.v
         self._kernels.vertical(self._tmp.ptr, size, vs, vc, vw, plan.vertical.ksize, self._layout,
                                self._mean, self._inv_std, out_ptr, self.stream)
@@ -181,6 +188,22 @@ class GpuPreprocessor:
         self.device.make_current()  # kernels launch through the driver API: per-thread context
         for i, image in enumerate(images):
             self._one(image, color_order, out_ptr + i * self.image_nbytes)
+
+    def run_device(self, src_ptr: int, height: int, width: int, pitch: int, out_ptr: int,
+                   color_order: str = "RGB") -> None:
+        """Preprocess one frame that already is in device memory (a hardware decoder's or a
+        camera's output: ``height`` rows of ``width`` x 3 uint8, ``pitch`` bytes apart) into
+        ``out_ptr``; no copy at all, asynchronously on :attr:`stream`."""
+        if color_order not in ("RGB", "BGR"):
+            raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
+        if pitch < width * 3:
+            raise InputError(f"row pitch {pitch} is shorter than a row of {width} RGB pixels")
+        self.device.make_current()
+        dplan = self._plan(height, width)
+        x0, y0, x1, y1 = dplan.plan.region
+        self._ensure(0, (y1 - y0) * dplan.plan.size * 3)
+        self._pending = None
+        self._resample(dplan, src_ptr + y0 * pitch + x0 * 3, pitch, color_order, out_ptr)
 
     def output_buffer(self, batch: int) -> DeviceBuffer:
         """A device buffer for ``batch`` preprocessed images, owned and reused by this object."""

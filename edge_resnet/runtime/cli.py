@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
     run.add_argument("--reconnect-attempts", type=_positive_int,
                      help="give up after N reconnects of a lost live source (default: never)")
     run.add_argument("--metrics-json", help="write the final metrics summary to this file")
+    run.add_argument("--device", default=None,
+                     help="pytorch backend: auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--precision", default=None, choices=["fp32", "fp16"],
+                     help="pytorch backend on CUDA: network precision (default fp32)")
+    run.add_argument("--preprocess", default="auto", choices=["auto", "cpu", "gpu"],
+                     help="resize/normalise on the GPU (backends on CUDA) or the CPU; auto: "
+                          "the GPU whenever the backend runs there")
     run.set_defaults(func=_run)
 
     gallery = subparsers.add_parser("gallery", help="identity galleries for embedding matching")
@@ -110,10 +117,14 @@ def _run(args: argparse.Namespace) -> int:
                             smoothing=args.smooth, threshold=args.threshold,
                             match_threshold=args.match_threshold,
                             stats_interval_s=args.stats_interval, max_frames=args.max_frames,
-                            backoff=Backoff(attempts=args.reconnect_attempts))
+                            backoff=Backoff(attempts=args.reconnect_attempts),
+                            preprocess=args.preprocess)
+    backend_options = {key: value for key, value in (("device", args.device),
+                                                     ("precision", args.precision))
+                       if value is not None}
     pipeline = build_pipeline(args.model, args.source, args.outputs, backend=args.backend,
                               threads=args.threads, source_options=options, config=config,
-                              gallery=args.gallery)
+                              gallery=args.gallery, backend_options=backend_options)
     run_until_signal(pipeline, metrics_json=args.metrics_json)
     return 0
 

@@ -55,12 +55,17 @@ class PipelineConfig:
     # capture and preprocessing run this much "nicer" than inference (Linux), so they fill
     # the gaps of the inference threads instead of preempting them; 0 keeps equal priority
     io_niceness: int = 0
+    # where frames are resized/normalised: "gpu" (into the backend's device input; needs a
+    # backend with ``gpu_frames``, e.g. pytorch on CUDA), "cpu", or "auto" (gpu when it can)
+    preprocess: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise InputError(f"--batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0 or self.queue_size < 1:
             raise InputError("--max-wait-ms must be >= 0 and the queue size >= 1")
+        if self.preprocess not in ("auto", "cpu", "gpu"):
+            raise InputError(f"--preprocess must be auto, cpu or gpu, got {self.preprocess!r}")
 
 
 class Pipeline:
@@ -82,6 +87,7 @@ class Pipeline:
         self.post = Postprocessor(self.spec.labels, self.config.top_k, self.config.smoothing,
                                   self.config.threshold)
         self._keep_frames = any(o.needs_frame for o in outputs)
+        self._gpu_pre = _use_gpu_preprocessing(backend, self.config.preprocess)
         self._q_pre: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
         self._q_post: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
         self._failed = threading.Event()
@@ -185,6 +191,9 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             self.metrics.observe("queue", (t0 - frame.t_capture) * 1000.0)
+            if self._gpu_pre:  # the inference thread preprocesses on the GPU
+                self._put(self._q_pre, (frame, frame.image))
+                continue
             tensor = preprocess_batch([frame.image], self.spec, color_order="BGR")[0]
             self.metrics.observe("preprocess", (time.perf_counter() - t0) * 1000.0)
             if not self._keep_frames:
@@ -221,11 +230,28 @@ class Pipeline:
             if not frames:
                 break
             t0 = time.perf_counter()
-            output = self.backend.infer(np.stack(tensors))
+            if self._gpu_pre:
+                output = self._infer_on_gpu(frames, tensors)
+            else:
+                output = self.backend.infer(np.stack(tensors))
             self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
             self.metrics.count("batches")
             self._put(self._q_post, (frames, output))
         self._put(self._q_post, _END)
+
+    def _infer_on_gpu(self, frames: List[Frame], images: List[np.ndarray]) -> InferenceOutput:
+        """Preprocess + infer on the GPU in this thread (one stream: no cross-thread sync);
+        the GPU-timed preprocessing goes to the ``preprocess`` stage, the network to
+        ``gpu_infer``."""
+        output = self.backend.infer_frames(images, color_order="BGR")  # type: ignore[attr-defined]
+        timings = getattr(self.backend, "last_timings", {})
+        for stage, name in (("preprocess", "preprocess"), ("infer", "gpu_infer")):
+            if stage in timings:
+                self.metrics.observe(name, timings[stage])
+        if not self._keep_frames:
+            for frame in frames:
+                frame.image = _EMPTY
+        return output
 
     def _output_loop(self) -> None:
         threshold = match_threshold(self.config.match_threshold, self.gallery) \
@@ -261,6 +287,17 @@ class Pipeline:
     def _report_loop(self) -> None:
         while not self._done.wait(self.config.stats_interval_s):
             log.info("%s", format_line(self.metrics.snapshot()))
+
+
+def _use_gpu_preprocessing(backend: Backend, mode: str) -> bool:
+    """Resolve ``--preprocess``: GPU when asked (refused if the backend cannot) or, for
+    ``auto``, whenever the backend runs on a GPU and can take frames."""
+    capable = bool(getattr(backend, "gpu_frames", False))
+    if mode == "gpu" and not capable:
+        raise InputError("--preprocess gpu needs a backend on a CUDA GPU that takes frames "
+                         "(e.g. --backend pytorch --device cuda, with cuda-python installed); "
+                         "use --preprocess cpu")
+    return capable and mode != "cpu"
 
 
 class _Aborted(Exception):

@@ -33,13 +33,15 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
                    backend: str = "onnxruntime", threads: int = 0,
                    source_options: Optional[SourceOptions] = None,
                    config: Optional[PipelineConfig] = None,
-                   gallery: "str | Path | None" = None) -> Pipeline:
+                   gallery: "str | Path | None" = None,
+                   backend_options: Optional[Dict[str, Any]] = None) -> Pipeline:
     """Load the backend, parse the source and output URIs, and wire a :class:`Pipeline`.
 
+    ``backend_options`` go to the backend besides ``threads`` (e.g. pytorch's ``device``).
     Nothing runs until :meth:`Pipeline.run` / :meth:`Pipeline.start`.
     """
     src = create_source(source, source_options)
-    engine: Backend = load_backend(backend, model, threads=threads)
+    engine: Backend = load_backend(backend, model, threads=threads, **(backend_options or {}))
     outs: List[Output] = []
     try:
         gal = load_gallery_for(gallery, engine.spec) if gallery is not None else None

@@ -155,3 +155,24 @@ def test_bad_inputs_are_refused() -> None:
         GpuPreprocessor(spec, out_dtype="uint8")
     with pytest.raises(InputError, match="float32, float16 or uint8"):
         GpuPreprocessor(spec, out_dtype="int8")
+
+
+def test_frames_already_on_the_device() -> None:
+    from edge_resnet.cuda import DeviceBuffer
+    from edge_resnet.cuda.preprocess import GpuPreprocessor
+
+    spec = ModelSpec(labels=LABELS)
+    frame = np.random.default_rng(3).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    pitch = 1280 * 3 + 256  # a padded row pitch, as decoders use
+    padded = np.zeros((720, pitch), np.uint8)
+    padded[:, :1280 * 3] = frame.reshape(720, -1)
+    with GpuPreprocessor(spec) as pre, DeviceBuffer(padded.shape, np.uint8) as dev:
+        dev.upload(padded, pre.stream)
+        out = pre.output_buffer(1)
+        pre.run_device(dev.ptr, 720, 1280, pitch, out.ptr, "BGR")
+        host = np.empty((1,) + pre.image_shape, np.float32)
+        out.download(host, pre.stream)
+        pre.stream.synchronize()
+        with pytest.raises(InputError, match="pitch"):
+            pre.run_device(dev.ptr, 720, 1280, 1000, out.ptr)
+    assert np.array_equal(host, preprocess_batch([frame], spec, color_order="BGR"))
