@@ -25,6 +25,7 @@ _REGISTRARS: List[str] = [
     "edge_resnet.calibration.cli",
     "edge_resnet.evaluation.cli",
     "edge_resnet.runtime.cli",
+    "edge_resnet.devices.cli",
     "edge_resnet.bundle.cli",
 ]
 

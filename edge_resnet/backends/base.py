@@ -137,6 +137,7 @@ _REGISTRY: Dict[str, str] = {
     "onnxruntime": "edge_resnet.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "edge_resnet.backends.openvino:OpenVinoBackend",
     "pytorch": "edge_resnet.backends.pytorch:PyTorchBackend",
+    "tensorrt": "edge_resnet.backends.tensorrt:TensorRTBackend",
 }
 
 

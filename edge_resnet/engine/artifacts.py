@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from edge_resnet.core import InputError, ModelError
 from edge_resnet.devices.plan import BuildArtifacts, OnnxArtifact
 from edge_resnet.fingerprints import sha256_file
 
-__all__ = ["collect_artifacts", "describe_onnx", "read_cache_header"]
+__all__ = ["collect_artifacts", "describe_onnx", "model_metadata", "read_cache_header"]
 
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 # onnx.TensorProto element types the plan distinguishes.
@@ -54,6 +54,15 @@ def describe_onnx(path: "str | Path") -> OnnxArtifact:
     return OnnxArtifact(path=str(path), kind=kind, opset=opset, input_dtype=dtype,
                         input_name=inputs[0].name, batch=batch,
                         sha256=sha256_file(path).sha256)
+
+
+def model_metadata(path: "str | Path") -> Dict[str, str]:
+    """The ``edge_resnet.*`` metadata_props (model spec, precision) to copy into an engine's
+    sidecar: an engine file has no metadata of its own."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props if p.key.startswith("edge_resnet.")}
 
 
 def read_cache_header(path: "str | Path") -> Tuple[int, str]:
