@@ -47,7 +47,9 @@ class TensorRTBackend(BackendBase):
     """A deserialized TensorRT engine ready to infer batches of the profile's sizes."""
 
     def __init__(self, model_path: "str | Path", spec: Optional[ModelSpec] = None,
-                 device_index: int = 0, **unused: Any) -> None:
+                 device_index: int = 0, threads: int = 0, **unused: Any) -> None:
+        # ``threads`` is accepted because the pipeline passes it to every backend; TensorRT
+        # runs on the GPU/DLA and has no CPU thread setting, which info.details records.
         if unused:
             raise InputError(f"tensorrt backend got unknown options: {sorted(unused)}")
         trt_api.import_tensorrt()
@@ -84,7 +86,8 @@ class TensorRTBackend(BackendBase):
             name="tensorrt", model_path=str(path), precision=str(key["precision"]),
             device=f"{self._device.name} ({'DLA' + str(key['dla_core']) if key['dla_core'] is not None else 'GPU'})",
             details={"tensorrt": installed, "batch_range": list(self._batch_range),
-                     "engine_device": key["device"]})
+                     "engine_device": key["device"],
+                     "threads": "n/a (GPU)" if threads == 0 else f"{threads} ignored (GPU)"})
 
     def _io_names(self) -> Tuple[List[str], List[str]]:
         import tensorrt as trt
