@@ -6,6 +6,7 @@ Engines are built from the digits fixture model per precision, into one session 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -57,4 +58,7 @@ def calibrated(trt_machine: TrtMachine, digits_onnx: Path, digits_dirs: Any,
 
 @pytest.fixture(scope="session")
 def engines_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engines")
+    """Where the suite's engines go: $EDGE_RESNET_TRT_ENGINES (kept for benchmarks/tensorrt.py)
+    or a session temporary folder."""
+    kept = os.environ.get("EDGE_RESNET_TRT_ENGINES")
+    return Path(kept) if kept else tmp_path_factory.mktemp("engines")
