@@ -100,8 +100,8 @@ def _commit(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from edge_resnet.bundle.install import rollback
 
-    record = rollback(Path(args.root), args.reason)
-    print(f"rolled back to {record['name']} {record['version']}")
+    record = rollback(Path(args.root), args.reason, args.if_pending)
+    print(f"active: {record['name']} {record['version']} ({record['state']})")
     return 0
 
 
@@ -198,6 +198,8 @@ def _add_device(sub: Any) -> None:
             p.add_argument("--json", action="store_true")
         if name == "rollback":
             p.add_argument("--reason", default="rolled back by request")
+            p.add_argument("--if-pending", action="store_true",
+                           help="only roll back a pending release (OTA clients)")
 
 
 def register(subparsers: Any) -> None:

@@ -244,10 +244,19 @@ def commit(root: Path) -> Dict[str, Any]:
         return dict(record)
 
 
-def rollback(root: Path, reason: str = "rolled back by request") -> Dict[str, Any]:
-    """Return to the other slot's good release; the active one is marked failed."""
+def rollback(root: Path, reason: str = "rolled back by request",
+             if_pending: bool = False) -> Dict[str, Any]:
+    """Return to the other slot's good release; the active one is marked failed.
+
+    ``if_pending`` makes it a no-op unless the active release is pending: an OTA client's
+    rollback after an install that the health check already refused has nothing to undo.
+    """
     with locked(root, create=False) as slots:
         state = repair(slots)
+        active = slots.active_slot()
+        record = state["slots"].get(active) if active else None
+        if if_pending and (record is None or record.get("state") != "pending"):
+            return dict(record or {"name": None, "version": None, "state": "empty"})
         if not roll_back(slots, state, reason, time.time()):
             raise SlotError(f"no previous good release in {root} to roll back to")
         return dict(state["slots"][slots.active_slot() or ""])

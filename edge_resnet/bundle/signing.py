@@ -2,8 +2,10 @@
 
 One identity serves every format: our detached manifest signature (ECDSA-SHA256, DER), Mender
 artifacts (mender-artifact 3.9 refuses Ed25519 but takes ECDSA P-256 PEM keys), SWUpdate's and
-RAUC's CMS signatures (both verify the signer against an X.509 certificate). The certificate says
-``codeSigning`` in its extended key usage because SWUpdate and RAUC check that purpose.
+RAUC's CMS signatures (both verify the signer against an X.509 certificate). The certificate's
+extended key usage names ``codeSigning`` and ``emailProtection``: SWUpdate 2022.12 checks the CMS
+signer with its code-signing purpose and with OpenSSL's ``smime_sign`` purpose, and OpenSSL
+refuses a purpose whose usage the EKU leaves out.
 
 Only the ``cryptography`` package does cryptography here. Device side: Python 3.8; the package is
 imported inside the functions so ``import edge_resnet`` stays light.
@@ -38,7 +40,7 @@ def _crypto() -> Any:
 
 def generate_identity(out_dir: "str | Path", common_name: str = "edge-resnet fleet",
                       days: int = 3650, overwrite: bool = False) -> Tuple[Path, Path]:
-    """Write ``out_dir/fleet.key`` (PKCS#8 PEM, mode 0600) and ``out_dir/fleet.crt``.
+    """Write ``out_dir/fleet.key`` (SEC1 PEM, mode 0600) and ``out_dir/fleet.crt``.
 
     Refuses to overwrite an existing key: replacing a fleet key strands every device that
     trusts the old certificate, so it must be a deliberate act (``overwrite=True``).
@@ -69,12 +71,16 @@ def generate_identity(out_dir: "str | Path", common_name: str = "edge-resnet fle
                 digital_signature=True, content_commitment=False, key_encipherment=False,
                 data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
                 encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING,
+                                                  ExtendedKeyUsageOID.EMAIL_PROTECTION]),
                            critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    # SEC1 ("EC PRIVATE KEY"): mender-artifact 3.9 parses ECDSA keys only in this form
+    # ("use ParsePKCS8PrivateKey instead" otherwise); openssl, SWUpdate and RAUC read it too.
+    pem_key = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())
     with atomic_path(key_path) as tmp:
         fd = os.open(str(tmp), os.O_WRONLY | os.O_TRUNC)
