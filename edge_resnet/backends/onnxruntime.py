@@ -34,16 +34,34 @@ def onnx_precision(input_types: Sequence[str], op_types: Sequence[str]) -> str:
     return "fp32"
 
 
+def _has_qdq(path: Path) -> bool:
+    """Whether the graph has Q/DQ nodes (read without external weights: cheap)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
 class OnnxRuntimeBackend(BackendBase):
     """Runs an exported (or calibrated) edge-resnet ONNX with ONNX Runtime.
 
     ``threads`` sets intra-op threads (0 lets ONNX Runtime choose). ``spec`` overrides the spec
     read from the model's metadata, for ONNX files exported elsewhere.
+
+    ``exact_qdq``: run a QDQ (INT8) graph as written — QuantizeLinear/DequantizeLinear in float
+    around float operators — instead of letting ONNX Runtime fuse it into its CPU INT8 kernels.
+    That is the arithmetic TensorRT's INT8 kernels reproduce (int8 products, exact int32 sums),
+    so it measures the quantization itself; ONNX Runtime's x86 INT8 kernels widen products to
+    16 bits on CPUs without VNNI and can saturate there, which costs accuracy TensorRT does not
+    lose. Slower (graph optimizations are off); graphs without Q/DQ ignore it.
     """
 
     def __init__(self, model_path: "str | Path", threads: int = 0,
                  providers: Optional[List[str]] = None, spec: Optional[ModelSpec] = None,
-                 **unused: Any) -> None:
+                 exact_qdq: bool = False, **unused: Any) -> None:
         if unused:
             raise InputError(f"onnxruntime backend got unknown options: {sorted(unused)}")
         if threads < 0:
@@ -56,6 +74,9 @@ class OnnxRuntimeBackend(BackendBase):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        exact = exact_qdq and _has_qdq(path)
+        if exact:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self._session = ort.InferenceSession(
                 str(path), options, providers=providers or ["CPUExecutionProvider"])
@@ -80,7 +101,8 @@ class OnnxRuntimeBackend(BackendBase):
             precision=meta.get("edge_resnet.precision", "").strip('"') or self._guess_precision(path),
             device=",".join(self._session.get_providers()),
             details={"threads": threads, "input_type": self._input.type,
-                     "onnxruntime": ort.__version__})
+                     "onnxruntime": ort.__version__,
+                     "qdq_arithmetic": "exact (Q/DQ in float)" if exact else "onnxruntime kernels"})
 
     def _guess_precision(self, path: Path) -> str:
         try:

@@ -1,5 +1,11 @@
 """``calibrate``: statistics → ranges per method → QDQ INT8 + TensorRT cache (+ FP16, + mixed).
 
+The range method is chosen by measurement unless the caller names one: ``auto`` (the default)
+scores every method on calibration images held out of the statistics
+(:mod:`edge_resnet.calibration.scoring`) and writes the winner's artifacts; ``all`` writes every
+method's artifacts and marks the winner; a method name writes that method's (and still reports
+its score). The accuracy-aware mode starts from the chosen method.
+
 Every stage writes its artifact atomically and is skipped when that artifact already exists for
 the same model and settings, so an interrupted run resumes where it stopped. Nothing is written
 before the model, the options and the data have been validated.
@@ -18,6 +24,8 @@ import numpy as np
 
 from edge_resnet.calibration.graph import resnet_layout
 from edge_resnet.calibration.methods import MethodOptions, compute_ranges, method_names
+from edge_resnet.calibration.scoring import (HOLDOUT_EVERY, HoldoutSplit, MethodScore,
+                                             choose_method, score_methods)
 from edge_resnet.calibration.stats import (ActivationStats, collect_stats, load_onnx,
                                            model_fingerprint)
 from edge_resnet.core import InputError, ModelSpec
@@ -34,7 +42,7 @@ _FP16_KEY = "edge_resnet.fp16_of"  # [fp32 graph fingerprint, keep_io_types]: re
 class CalibrationOptions:
     """Everything ``calibrate`` can be told; validated before any work starts."""
 
-    methods: Tuple[str, ...] = ("entropy",)
+    methods: Tuple[str, ...] = ("auto",)
     percentile: float = 99.99
     num_images: Optional[int] = 512
     seed: int = 0
@@ -42,6 +50,7 @@ class CalibrationOptions:
     num_bins: int = 2048
     stats_path: Optional[Path] = None
     trt_version: Union[int, str] = 8502
+    cache_calibrator: str = "entropy2"
     fp16: bool = False
     keep_io_types: bool = True
     quantize_fc: bool = False
@@ -56,16 +65,18 @@ class CalibrationOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from edge_resnet.calibration.trt_cache import parse_trt_version
+        from edge_resnet.calibration.trt_cache import calibrator_header, parse_trt_version
 
-        methods = tuple(method_names()) if "all" in self.methods else tuple(self.methods)
-        unknown = [m for m in methods if m not in method_names()]
-        if unknown or not methods:
+        unknown = [m for m in self.methods if m not in method_names() + ["all", "auto"]]
+        if unknown or not self.methods:
             raise InputError(f"unknown calibration method(s) {unknown}; choose from "
-                             f"{', '.join(method_names())} or all")
-        object.__setattr__(self, "methods", methods)
+                             f"{', '.join(method_names())}, all or auto")
+        if len(self.methods) > 1 and ("auto" in self.methods or "all" in self.methods):
+            raise InputError("auto and all stand alone; do not combine them with other methods")
+        object.__setattr__(self, "methods", tuple(self.methods))
         MethodOptions(percentile=self.percentile)
         parse_trt_version(self.trt_version)
+        calibrator_header(self.cache_calibrator)
         if self.num_images is not None and self.num_images <= 0:
             raise InputError(f"--num-images must be a positive number, got {self.num_images}")
         if self.batch_size <= 0:
@@ -82,6 +93,17 @@ class CalibrationOptions:
     @property
     def method_options(self) -> MethodOptions:
         return MethodOptions(percentile=self.percentile)
+
+    @property
+    def scored_methods(self) -> List[str]:
+        """Methods whose INT8 model is built and scored on the held-out images."""
+        return method_names() if self.methods[0] in ("auto", "all") else list(self.methods)
+
+    def written_methods(self, chosen: str) -> List[str]:
+        """Methods whose artifacts are written once ``chosen`` is known."""
+        if self.methods[0] == "auto":
+            return [chosen]
+        return method_names() if self.methods[0] == "all" else list(self.methods)
 
 
 @dataclass
@@ -107,13 +129,18 @@ class CalibrationResult:
     fp32_top1: Optional[float] = None
     fp16_top1: Optional[float] = None
     best_method: Optional[str] = None
+    chosen_method: Optional[str] = None
+    method_scores: Dict[str, MethodScore] = field(default_factory=dict)
+    holdout_images: int = 0
     mixed_path: Optional[Path] = None
     mixed: Optional[Any] = None
     summary_path: Optional[Path] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("methods", "mixed")}
+        data = {k: v for k, v in asdict(self).items()
+                if k not in ("methods", "mixed", "method_scores")}
         data["methods"] = {k: asdict(v) for k, v in self.methods.items()}
+        data["method_scores"] = {k: asdict(v) for k, v in self.method_scores.items()}
         data["mixed"] = asdict(self.mixed) if self.mixed is not None else None
         return json.loads(json.dumps(data, default=str))
 
@@ -125,48 +152,84 @@ def _spec_of(model: Any, spec: Optional[ModelSpec]) -> ModelSpec:
 
 
 def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: Path,
-           opts: CalibrationOptions, fingerprint: str) -> Tuple[ActivationStats, bool, int]:
+           opts: CalibrationOptions, fingerprint: str
+           ) -> Tuple[ActivationStats, bool, int, List[np.ndarray]]:
+    """Statistics (computed, or reused from ``path``) and the held-out scoring batches."""
     from edge_resnet.calibration.readers import ReaderOptions, open_reader
 
+    reader = None if data is None else open_reader(
+        data, spec, ReaderOptions(opts.num_images, opts.seed, opts.batch_size,
+                                  opts.frame_stride), kind=opts.reader)
+    split = HoldoutSplit(reader if reader is not None else [], HOLDOUT_EVERY)
     if path.is_file():
         stats = ActivationStats.load(path, fingerprint=fingerprint)
         log.info("reusing statistics %s (%d images)", path, stats.num_images)
-        return stats, True, stats.skipped
-    if data is None:
+        if reader is not None:
+            for _ in split:  # decode again for the held-out images; statistics are reused
+                pass
+            if stats.extra.get("holdout_every") != str(HOLDOUT_EVERY):
+                log.warning("statistics %s were made without a hold-out: the range methods are "
+                            "scored on images the statistics have seen", path)
+        return stats, True, stats.skipped, split.held_batches(opts.batch_size)
+    if reader is None:
         raise InputError(f"no calibration data given and no statistics file at {path}")
-    reader = open_reader(data, spec, ReaderOptions(opts.num_images, opts.seed, opts.batch_size,
-                                                   opts.frame_stride), kind=opts.reader)
-    stats = collect_stats(model, reader, num_bins=opts.num_bins, threads=opts.threads,
-                          total=reader.expected_images(), progress=opts.progress,
+    expected = reader.expected_images()
+    stats = collect_stats(model, split, num_bins=opts.num_bins, threads=opts.threads,
+                          total=expected - expected // HOLDOUT_EVERY, progress=opts.progress,
                           source=str(data))
+    if opts.methods[0] == "auto" and not split.held_images:
+        raise InputError(f"--method auto holds out every {HOLDOUT_EVERY}th calibration image to "
+                         f"score the range methods, and {data} gave fewer than {HOLDOUT_EVERY}; "
+                         "give more images or choose a --method")
     stats.skipped = reader.skips.count
+    stats.extra["holdout_every"] = str(HOLDOUT_EVERY)
     stats.save(path)
-    return stats, False, reader.skips.count
+    return stats, False, reader.skips.count, split.held_batches(opts.batch_size)
 
 
-def _method_stage(model: Any, stats: ActivationStats, method: str, out_dir: Path, stem: str,
-                  opts: CalibrationOptions) -> MethodArtifacts:
-    from edge_resnet.calibration.qdq import QdqOptions, build_qdq, save_model
-    from edge_resnet.calibration.trt_cache import parse_trt_version, write_cache
+_QDQ_PLACEMENT = 2  # bumped when build_qdq places Q/DQ differently: old artifacts are rebuilt
+
+
+def _artifacts(out_dir: Path, stem: str, method: str, opts: CalibrationOptions
+               ) -> MethodArtifacts:
+    from edge_resnet.calibration.trt_cache import parse_trt_version
 
     version = parse_trt_version(opts.trt_version)
-    art = MethodArtifacts(method, out_dir / f"{stem}.int8.{method}.onnx",
-                          out_dir / f"{stem}.ranges.{method}.json",
-                          out_dir / f"{stem}.{method}.trt{version}.cache")
-    key = {"model": stats.fingerprint, "method": method, "images": stats.num_images,
-           "options": asdict(opts.method_options), "quantize_fc": opts.quantize_fc}
-    if art.qdq_path.is_file() and art.cache_path.is_file() and art.ranges_path.is_file():
-        if json.loads(art.ranges_path.read_text()).get("key") == key:
-            art.reused = True
-            return art
+    return MethodArtifacts(
+        method, out_dir / f"{stem}.int8.{method}.onnx", out_dir / f"{stem}.ranges.{method}.json",
+        out_dir / f"{stem}.{method}.trt{version}.{opts.cache_calibrator}.cache")
+
+
+def _build_method(model: Any, stats: ActivationStats, method: str, opts: CalibrationOptions
+                  ) -> Tuple[Dict[str, float], Any, float]:
+    """(ranges, in-memory QDQ model, seconds spent on the ranges) of one method."""
+    from edge_resnet.calibration.qdq import QdqOptions, build_qdq
+
     started = time.perf_counter()
     ranges = compute_ranges(stats, method, opts.method_options)
     seconds = time.perf_counter() - started
     qdq = build_qdq(model, ranges, QdqOptions(quantize_fc=opts.quantize_fc, method=method))
+    return ranges, qdq, seconds
+
+
+def _method_stage(built: Tuple[Dict[str, float], Any, float], stats: ActivationStats,
+                  art: MethodArtifacts, opts: CalibrationOptions) -> MethodArtifacts:
+    """Write one method's QDQ model, cache and ranges JSON (or reuse identical ones)."""
+    from edge_resnet.calibration.qdq import save_model
+    from edge_resnet.calibration.trt_cache import write_cache
+
+    key = {"model": stats.fingerprint, "method": art.method, "images": stats.num_images,
+           "options": asdict(opts.method_options), "quantize_fc": opts.quantize_fc,
+           "calibrator": opts.cache_calibrator, "placement": _QDQ_PLACEMENT}
+    if art.qdq_path.is_file() and art.cache_path.is_file() and art.ranges_path.is_file():
+        if json.loads(art.ranges_path.read_text()).get("key") == key:
+            art.reused = True
+            return art
+    ranges, qdq, seconds = built
     save_model(qdq, art.qdq_path)
-    write_cache(art.cache_path, ranges, method=method, trt_version=version,
-                names=list(stats.tensors))
-    atomic_write_json(art.ranges_path, {"key": key, "method": method, "amax": ranges,
+    write_cache(art.cache_path, ranges, trt_version=opts.trt_version,
+                names=list(stats.tensors), calibrator=opts.cache_calibrator)
+    atomic_write_json(art.ranges_path, {"key": key, "method": art.method, "amax": ranges,
                                         "range_seconds": seconds,
                                         "scale": "amax / 127, symmetric int8"})
     return art
@@ -198,7 +261,7 @@ def _eval_batches(folder: Path, spec: ModelSpec, opts: CalibrationOptions
     from edge_resnet.core import DataError
     from edge_resnet.images import ImageFolder
 
-    images = ImageFolder(folder, labels=spec.labels, labeled=True)
+    images = ImageFolder(folder, labels=spec.labels, labeled=True, label_ids=spec.label_ids)
     records = images.sample(opts.eval_images, opts.seed)
     batches, labels = [], []
     for batch, y in records_reader(records, spec, batch_size=64):
@@ -227,8 +290,10 @@ def _mixed_stage(model: Any, result: CalibrationResult, batches: Sequence[np.nda
     from edge_resnet.calibration.mixed import search_mixed
     from edge_resnet.calibration.qdq import save_model
 
-    assert result.best_method is not None and opts.max_drop is not None  # set by caller
-    qdq = load_onnx(result.methods[result.best_method].qdq_path)
+    start = result.chosen_method or result.best_method
+    if start is None or opts.max_drop is None:
+        raise InputError("accuracy-aware mode needs --max-drop and a range method to start from")
+    qdq = load_onnx(result.methods[start].qdq_path)
     mixed_model, mixed = search_mixed(model, qdq, batches, labels, opts.max_drop,
                                       sensitivity_images=opts.sensitivity_images,
                                       max_float_layers=opts.max_float_layers,
@@ -249,6 +314,10 @@ def calibrate(model_onnx: Union[str, Path], data: Optional[Union[str, Path]],
     opts = options or CalibrationOptions(**overrides)
     if options is not None and overrides:
         raise InputError("pass either options or keyword overrides, not both")
+    if opts.methods[0] == "auto" and data is None:
+        raise InputError("--method auto scores the range methods on held-out calibration images: "
+                         "give the calibration data (statistics are still reused) or choose a "
+                         f"--method ({', '.join(method_names())})")
     model = load_onnx(model_onnx)
     resnet_layout(model)
     spec = _spec_of(model, spec)
@@ -275,12 +344,24 @@ def _run(model: Any, data: Optional[Union[str, Path]], out: Path, spec: ModelSpe
     if opts.eval_data is not None:  # validated (and decoded once) before anything is written
         batches, labels = _eval_batches(Path(opts.eval_data), spec, opts)
     stats_path = Path(opts.stats_path) if opts.stats_path else out / f"{stem}.stats.npz"
-    stats, reused, skipped = _stats(model, data, spec, stats_path, opts, fingerprint)
+    stats, reused, skipped, held = _stats(model, data, spec, stats_path, opts, fingerprint)
     result = CalibrationResult(out, stats_path, reused, stats.num_images, skipped, stats.seconds)
-    for method in opts.methods:
-        result.methods[method] = _method_stage(model, stats, method, out, stem, opts)
+    result.holdout_images = sum(len(b) for b in held)
+    built = {m: _build_method(model, stats, m, opts) for m in opts.scored_methods}
+    if held:
+        result.method_scores = score_methods(model, {m: b[1] for m, b in built.items()}, held,
+                                             opts.threads)
+        result.chosen_method = choose_method(result.method_scores)
+        for score in result.method_scores.values():
+            log.info("method %-10s agreement with FP32 %.2f %%, KL %.5f (%d held-out images)",
+                     score.method, score.agreement, score.kl, score.images)
+    elif len(built) == 1:
+        result.chosen_method = next(iter(built))
+    for method in opts.written_methods(result.chosen_method or ""):
+        result.methods[method] = _method_stage(built[method], stats,
+                                               _artifacts(out, stem, method, opts), opts)
     if opts.fp16:
-        check_batch = batches[0] if batches else _check_batch(data, spec, opts)
+        check_batch = (batches or held or [_check_batch(data, spec, opts)])[0]
         result.fp16_path = _fp16_stage(model, out / f"{stem}.fp16.onnx", opts, check_batch)
     if batches:
         _evaluate_all(model, result, batches, labels, opts)
@@ -308,8 +389,7 @@ def _check_batch(data: Optional[Union[str, Path]], spec: ModelSpec,
         for batch in reader:
             return batch
     rng = np.random.default_rng(opts.seed)
-    res = spec.resolution
     if spec.fused_preprocessing:
-        return rng.integers(0, 256, size=(4, res, res, 3), dtype=np.uint8)
-    return rng.standard_normal((4, 3, res, res)).astype(np.float32)
+        return rng.integers(0, 256, size=spec.input_shape(4), dtype=np.uint8)
+    return rng.standard_normal(spec.input_shape(4)).astype(np.float32)
 

@@ -1,9 +1,12 @@
 """TensorRT explicit-quantization rules for a QDQ ResNet, checked on the graph.
 
 TensorRT (8.0+) accepts Q/DQ ONNX when quantization is symmetric INT8 (zero point 0), weights are
-per-channel on axis 0 of Conv weights, activations per-tensor, opset >= 13. For fusion, every
-Conv takes a dequantized input and dequantized weights, and both inputs of each residual Add are
-dequantized (so the Add fuses into the preceding conv). Convs listed in the model's
+per-channel on axis 0 of Conv weights, activations per-tensor, opset >= 13. For fusion (TensorRT
+developer guide, "Working with Quantized Types" → "Q/DQ Layer-Placement Recommendations"): every
+Conv takes a dequantized input and dequantized weights; each residual Add takes a dequantized
+*shortcut* input and a float input from its block's last Conv, so TensorRT fuses Conv + Add
+(+ ReLU) into one INT8 kernel — a Q/DQ pair on that Conv→Add edge prevents the fusion; pooling
+inputs are dequantized so the pools run in INT8. Nodes listed in the model's
 ``edge_resnet.float_nodes`` metadata (Convs, residual Adds) were deliberately kept float by
 accuracy-aware calibration.
 """
@@ -13,15 +16,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 
-from edge_resnet.calibration.graph import GraphIndex, resnet_layout
+from edge_resnet.calibration.graph import (GraphIndex, conv_depths, resnet_layout,
+                                           residual_inputs)
 
 __all__ = ["Violation", "check_qdq", "check_qdq_file", "float_nodes_of"]
 
 FLOAT_NODES_KEY = "edge_resnet.float_nodes"
+PLACEMENT_DOC = ('TensorRT developer guide, "Working with Quantized Types" > "Q/DQ Layer-Placement '
+                 'Recommendations"')
 _INT8 = 3  # TensorProto.INT8
 
 
@@ -126,6 +132,29 @@ def _check_conv(index: GraphIndex, node: "object", float_ok: Set[str]) -> List[V
     return out
 
 
+def _check_add(index: GraphIndex, node: "object", depths: Dict[str, int],
+               float_ok: Set[str]) -> List[Violation]:
+    name = node.name  # type: ignore[attr-defined]
+    main, shortcut = residual_inputs(index, node, depths)
+    inputs = list(node.input)  # type: ignore[attr-defined]
+    main_dq, shortcut_dq = (_dq_feeding(index, inputs[i]) for i in (main, shortcut))
+    if name in float_ok and main_dq is None and shortcut_dq is None:
+        return []  # kept float on purpose by accuracy-aware calibration
+    out: List[Violation] = []
+    if shortcut_dq is None:
+        out.append(Violation(name, f"residual Add shortcut input {shortcut} ({inputs[shortcut]}) "
+                                   "is not quantized; TensorRT needs it in INT8 to fuse the Add "
+                                   f"into the block's last Conv ({PLACEMENT_DOC})"))
+    else:
+        out.extend(_per_tensor(index, shortcut_dq, name))
+    if main_dq is not None:
+        out.append(Violation(name, f"Q/DQ on the Conv->Add input {main} ({inputs[main]}) "
+                                   "prevents TensorRT's Conv+Add fusion (an extra kernel and "
+                                   "rounding per block); quantize only the shortcut input "
+                                   f"({PLACEMENT_DOC})"))
+    return out
+
+
 def check_qdq(model: "object") -> List[Violation]:
     """Every TensorRT rule the graph breaks, each naming the offending node."""
     index = GraphIndex(model)
@@ -145,16 +174,13 @@ def check_qdq(model: "object") -> List[Violation]:
     nodes = {n.name: n for n in index.graph.node}
     for conv in layout.convs:
         violations.extend(_check_conv(index, nodes[conv], float_ok))
+    depths = conv_depths(index)
     for add in layout.residual_adds:
-        if add in float_ok and not any(_dq_feeding(index, t) for t in nodes[add].input):
-            continue  # kept float on purpose by accuracy-aware calibration
-        for position, tensor in enumerate(nodes[add].input):
-            dq = _dq_feeding(index, tensor)
-            if dq is not None:
-                violations.extend(_per_tensor(index, dq, add))
-            else:
-                violations.append(Violation(add, f"residual Add input {position} ({tensor}) is "
-                                                 "not quantized; TensorRT cannot fuse the add"))
+        violations.extend(_check_add(index, nodes[add], depths, float_ok))
+    for pool in layout.pools:
+        if _dq_feeding(index, nodes[pool].input[0]) is None:
+            violations.append(Violation(pool, "pooling input is not quantized, so the pool and "
+                                              f"the kernel before it run in float ({PLACEMENT_DOC})"))
     return violations
 
 

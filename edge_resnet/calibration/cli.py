@@ -21,8 +21,11 @@ def register(subparsers: Any) -> None:
                      help="calibration images: folder, video file or .txt list of paths "
                           "(optional when --stats exists)")
     cal.add_argument("--out", type=Path, required=True, help="output folder")
-    cal.add_argument("--method", default="entropy",
-                     choices=["entropy", "minmax", "percentile", "mse", "all"])
+    cal.add_argument("--method", default="auto",
+                     choices=["auto", "entropy", "minmax", "percentile", "mse", "all"],
+                     help="range method; auto (default) scores every method on calibration "
+                          "images held out of the statistics and keeps the one that agrees "
+                          "best with FP32; all writes every method")
     cal.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     cal.add_argument("--num-images", type=int, default=512)
     cal.add_argument("--seed", type=int, default=0)
@@ -32,6 +35,11 @@ def register(subparsers: Any) -> None:
                                                 "written there otherwise")
     cal.add_argument("--trt-version", default="8502",
                      help="TensorRT version of the cache header, e.g. 8502, 8.6.1, 10.3.0")
+    cal.add_argument("--cache-calibrator", default="entropy2",
+                     choices=["entropy2", "minmax", "legacy"],
+                     help="TensorRT calibrator class that will read the cache (its header must "
+                          "name it or TensorRT ignores the file): entropy2 = "
+                          "IInt8EntropyCalibrator2, what trtexec --calib uses (default)")
     cal.add_argument("--fp16", action="store_true", help="also write an FP16 ONNX")
     cal.add_argument("--fp16-io", action="store_true",
                      help="FP16 model takes/returns float16 (default: float32 IO)")
@@ -61,12 +69,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     options = CalibrationOptions(
         methods=(args.method,), percentile=args.percentile, num_images=args.num_images,
         seed=args.seed, batch_size=args.batch_size, stats_path=args.stats,
-        trt_version=args.trt_version, fp16=args.fp16, keep_io_types=not args.fp16_io,
+        trt_version=args.trt_version, cache_calibrator=args.cache_calibrator, fp16=args.fp16, keep_io_types=not args.fp16_io,
         quantize_fc=args.quantize_fc, max_drop=args.max_drop, eval_data=args.eval_data,
         max_float_layers=args.max_float_layers, frame_stride=args.frame_stride, threads=args.threads, progress=not args.no_progress)
     result = calibrate(args.model, args.data, args.out, options)
     lines: List[str] = [f"statistics: {result.stats_path} ({result.images_used} images, "
                         f"{result.skipped} skipped{', reused' if result.stats_reused else ''})"]
+    if result.method_scores:
+        lines.append(f"range methods scored on {result.holdout_images} held-out calibration "
+                     "images:\n| method | agreement with FP32 % | KL |\n|---|---|---|")
+        for score in result.method_scores.values():
+            mark = " (chosen)" if score.method == result.chosen_method else ""
+            lines.append(f"| {score.method}{mark} | {score.agreement:.2f} | {score.kl:.5f} |")
     if result.fp32_top1 is not None:
         lines.append(f"| model | top-1 % | drop (points) |\n|---|---|---|\n"
                      f"| fp32 | {_fmt(result.fp32_top1)} | 0.00 |")
@@ -83,7 +97,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if result.fp16_path:
         lines.append(f"fp16: {result.fp16_path}")
     if result.mixed is not None:
-        lines.append(f"mixed ({result.best_method}): {result.mixed_path}; float layers "
+        lines.append(f"mixed ({result.chosen_method or result.best_method}): {result.mixed_path}; float layers "
                      f"{result.mixed.float_nodes or 'none'}; top-1 drop "
                      f"{result.mixed.drop:.2f} points (plain INT8 {result.mixed.plain_drop:.2f})")
     print("\n".join(lines))

@@ -1,16 +1,24 @@
-"""QDQ ONNX for TensorRT explicit quantization, written with ONNX Runtime's quantizer.
+"""QDQ ONNX for TensorRT explicit quantization, placed the way TensorRT fuses it.
 
-Placement (what TensorRT fuses, per NVIDIA's explicit-quantization guide):
-- every Conv: Q/DQ on its activation input (per-tensor) and on its weight (per-channel, axis 0),
-  bias left float; no Q/DQ on the Conv output, so Conv+bias+ReLU fuse into one INT8 kernel;
-- every residual Add: Q/DQ on both inputs, so TensorRT fuses the Add into the Conv before it;
-- the classifier (Gemm/MatMul) stays float by default: it is < 0.1 % of ResNet50's MACs and
-  its output is the logits themselves, so INT8 there costs accuracy and buys no speed
-  (``quantize_fc=True`` quantizes it too).
-Symmetric INT8 everywhere (zero point 0, activations scale = amax/127, weights [-127, 127]),
-one dedicated Q/DQ pair per consumer (TensorRT fuses each pair into its consumer), float
-weights with a Q/DQ pair (the form pytorch-quantization exports and TensorRT 8.0+ parses).
-The ranges come from :mod:`edge_resnet.calibration.methods`, not from ORT's calibrators.
+Placement follows TensorRT's developer guide ("Working with Quantized Types" → "Q/DQ
+Layer-Placement Recommendations") and matches what NVIDIA ModelOpt's ONNX PTQ writes for
+ResNet50 (see ``docs/calibration.md``):
+- every Conv: Q/DQ on its activation input (per-tensor) and its weight (per-channel, axis 0),
+  bias float, nothing on its output, so Conv+bias+ReLU fuse into one INT8 kernel;
+- every residual Add: Q/DQ on the **shortcut input only**. The edge from the block's last Conv
+  stays float so TensorRT fuses Conv + Add (+ ReLU) into one kernel with INT8 output; a pair on
+  that edge "forces the separation of the convolution from the element-wise addition" (figure 9
+  of that section): one more kernel and one more rounding per block;
+- MaxPool / GlobalAveragePool inputs: Q/DQ, so the pools run in INT8 and the Conv(+Add+ReLU)
+  kernels before them write INT8 (a quarter of the memory traffic); this is where ModelOpt puts
+  them too;
+- the classifier (Gemm/MatMul) stays float by default: < 0.1 % of ResNet50's MACs, and its output
+  is the logits themselves (``quantize_fc=True`` quantizes it too).
+Symmetric INT8 everywhere (zero point 0, activation scale = amax/127, weights [-127, 127]), one
+dedicated Q/DQ pair per consumer, float weights with a Q/DQ pair (the form pytorch-quantization
+exports and TensorRT 8.0+ parses). The pairs are inserted here directly (no ONNX Runtime
+quantizer: it cannot put a pair on one Add input only). The ranges come from
+:mod:`edge_resnet.calibration.methods`.
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 
 from edge_resnet.calibration.checker import FLOAT_NODES_KEY, check_qdq
-from edge_resnet.calibration.graph import GraphIndex, name_nodes, resnet_layout
-from edge_resnet.core import CalibrationError, DependencyError, InputError
+from edge_resnet.calibration.graph import (GraphIndex, conv_depths, name_nodes, resnet_layout,
+                                           residual_inputs)
+from edge_resnet.core import CalibrationError, InputError
 from edge_resnet.io_utils import atomic_path
 
-__all__ = ["QdqOptions", "build_qdq", "quantized_tensors", "save_model", "set_metadata"]
+__all__ = ["QdqOptions", "QuantPoint", "build_qdq", "placement", "quantized_tensors",
+           "save_model", "set_metadata"]
 
 log = logging.getLogger(__name__)
+
+_MIN_AMAX = 1e-8  # an all-zero weight channel still needs a positive scale
 
 
 @dataclass(frozen=True)
@@ -42,21 +54,37 @@ class QdqOptions:
     method: str = ""
 
 
-def quantized_tensors(model: "object", options: QdqOptions = QdqOptions()) -> List[str]:
-    """Activation tensors that get a Q/DQ pair: inputs of quantized Convs (and FC), both inputs
-    of residual Adds."""
+@dataclass(frozen=True)
+class QuantPoint:
+    """One Q/DQ pair: activation ``tensor`` feeding input ``position`` of node ``node``."""
+
+    tensor: str
+    node: str
+    position: int
+
+
+def placement(model: "object", options: QdqOptions = QdqOptions()) -> List[QuantPoint]:
+    """Every activation Q/DQ pair of the QDQ model, in graph order (see the module doc)."""
     index = GraphIndex(model)
     layout = resnet_layout(model)
-    nodes = {n.name: n for n in index.graph.node}
-    names: List[str] = []
-    chosen = [c for c in layout.convs + layout.residual_adds if c not in options.float_nodes]
-    if options.quantize_fc:
-        chosen += layout.fc
-    for node_name in chosen:
-        node = nodes[node_name]
-        inputs = node.input[:1] if node.op_type != "Add" else node.input
-        names.extend(x for x in inputs if not index.is_constant(x) and x not in names)
-    return names
+    depths = conv_depths(index)
+    floats = set(options.float_nodes)
+    fc = set(layout.fc) if options.quantize_fc else set()
+    convs, adds, pools = set(layout.convs) - floats, set(layout.residual_adds) - floats, \
+        set(layout.pools)
+    points: List[QuantPoint] = []
+    for node in index.graph.node:
+        if node.name in convs or node.name in pools or node.name in fc:
+            points.append(QuantPoint(node.input[0], node.name, 0))
+        elif node.name in adds:
+            shortcut = residual_inputs(index, node, depths)[1]
+            points.append(QuantPoint(node.input[shortcut], node.name, shortcut))
+    return points
+
+
+def quantized_tensors(model: "object", options: QdqOptions = QdqOptions()) -> List[str]:
+    """Activation tensors that get a Q/DQ pair (each once, in graph order)."""
+    return list(dict.fromkeys(p.tensor for p in placement(model, options)))
 
 
 def set_metadata(model: "object", values: Mapping[str, object]) -> None:
@@ -81,56 +109,98 @@ def _prepare(model: "object") -> "object":
         log.info("converting opset %d -> 13 (per-channel Q/DQ needs 13)", opset)
         copy = version_converter.convert_version(copy, 13)
     name_nodes(copy)
-    return onnx.shape_inference.infer_shapes(copy)
+    return copy
+
+
+class _Inserter:
+    """Adds Q/DQ pairs (scale and zero-point initializers, Q and DQ nodes) to one graph."""
+
+    def __init__(self, model: "object") -> None:
+        self.graph = model.graph  # type: ignore[attr-defined]
+        self.index = GraphIndex(model)
+        self.before: Dict[str, List[object]] = {}  # consumer node name -> pairs to put first
+
+    def _initializer(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def pair(self, node: "object", position: int, scale: np.ndarray, axis: int = 1) -> None:
+        """Feed ``node.input[position]`` through a new dedicated Q/DQ pair."""
+        from onnx import helper
+
+        tensor = node.input[position]  # type: ignore[attr-defined]
+        base = f"{node.name}/input{position}"  # type: ignore[attr-defined]
+        s = self._initializer(f"{base}/scale", scale.astype(np.float32))
+        z = self._initializer(f"{base}/zero_point", np.zeros(scale.shape, np.int8))
+        q = helper.make_node("QuantizeLinear", [tensor, s, z], [f"{base}/quantized"],
+                             name=f"{base}/QuantizeLinear")
+        dq = helper.make_node("DequantizeLinear", [f"{base}/quantized", s, z],
+                              [f"{base}/dequantized"], name=f"{base}/DequantizeLinear")
+        if scale.ndim:  # per-channel: the axis the scales run along
+            q.attribute.append(helper.make_attribute("axis", axis))
+            dq.attribute.append(helper.make_attribute("axis", axis))
+        self.before.setdefault(node.name, []).extend([q, dq])  # type: ignore[attr-defined]
+        node.input[position] = f"{base}/dequantized"  # type: ignore[attr-defined]
+
+    def weight(self, node: "object") -> None:
+        """Per-output-channel symmetric Q/DQ on a Conv (axis 0) or Gemm weight."""
+        from onnx import numpy_helper
+
+        name = node.input[1]  # type: ignore[attr-defined]
+        if name not in self.index.initializers:
+            raise CalibrationError(f"{node.name}: weight {name!r} is not a constant "  # type: ignore[attr-defined]
+                                   "initializer; cannot quantize it per channel")
+        w = numpy_helper.to_array(self.index.initializers[name])
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)  # type: ignore[attr-defined]
+        axis = 0 if node.op_type == "Conv" or trans_b else w.ndim - 1  # type: ignore[attr-defined]
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.maximum(np.abs(w).max(axis=reduce), _MIN_AMAX)
+        self.pair(node, 1, (amax / 127.0).astype(np.float32), axis=axis)
+
+    def finish(self) -> None:
+        """Put every pair right before its consumer (the graph stays topologically sorted)."""
+        nodes = list(self.graph.node)
+        del self.graph.node[:]
+        for node in nodes:
+            self.graph.node.extend(self.before.get(node.name, []))
+            self.graph.node.append(node)
 
 
 def build_qdq(model: "object", ranges: Mapping[str, float],
               options: QdqOptions = QdqOptions()) -> "object":
     """Return the QDQ model for ``ranges`` (tensor -> amax); checked against TensorRT rules."""
-    try:
-        from onnxruntime.quantization import QuantType
-        from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-        from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
-        raise DependencyError("onnxruntime's quantization tools are missing") from exc
     prepared = _prepare(model)
     layout = resnet_layout(prepared)
     unknown = set(options.float_nodes) - set(layout.convs) - set(layout.residual_adds)
     if unknown:
         raise InputError(f"float_nodes {sorted(unknown)} are not Conv/Add nodes of this model")
-    wanted = quantized_tensors(prepared, options)
-    missing = [t for t in wanted if t not in ranges]
+    points = placement(prepared, options)
+    missing = list(dict.fromkeys(p.tensor for p in points if p.tensor not in ranges))
     if missing:
         raise CalibrationError(f"no calibrated range for tensors {missing[:5]} (statistics from "
                                "another model or an incomplete statistics file)")
-    data = {t: TensorData(lowest=np.float32(-ranges[t]), highest=np.float32(ranges[t]))
-            for t in wanted}
-    nodes = [c for c in layout.convs + layout.residual_adds if c not in options.float_nodes]
-    op_types = ["Conv", "Add"] + (["Gemm", "MatMul"] if options.quantize_fc else [])
-    if options.quantize_fc:
-        nodes += layout.fc
-    quantizer = QDQQuantizer(
-        prepared, True, False, QuantType.QInt8, QuantType.QInt8,
-        TensorsData(CalibrationMethod.MinMax, data), nodes, [], op_types,
-        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-         "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
-         "OpTypesToExcludeOutputQuantization": op_types,
-         "QDQOpTypePerChannelSupportToAxis": {"Conv": 0}})
-    logging.disable(logging.INFO)  # ORT's quantizer logs every bias copy on the root logger
-    try:
-        quantizer.quantize_model()
-    finally:
-        logging.disable(logging.NOTSET)
-    quantizer.model.topological_sort()  # ORT appends Q/DQ nodes; TensorRT needs sorted nodes
-    quantized = quantizer.model.model
-    set_metadata(quantized, {"edge_resnet.precision": "int8",
-                             "edge_resnet.calibration_method": options.method,
-                             FLOAT_NODES_KEY: sorted(options.float_nodes)})
-    violations = check_qdq(quantized)
+    inserter = _Inserter(prepared)
+    nodes = {n.name: n for n in prepared.graph.node}  # type: ignore[attr-defined]
+    for point in points:
+        amax = float(ranges[point.tensor])
+        if not (np.isfinite(amax) and amax > 0):
+            raise CalibrationError(f"tensor {point.tensor!r} has an invalid range {amax}")
+        inserter.pair(nodes[point.node], point.position, np.array(amax / 127.0, np.float32))
+    weighted = [c for c in layout.convs if c not in options.float_nodes]
+    weighted += layout.fc if options.quantize_fc else []
+    for name in weighted:
+        inserter.weight(nodes[name])
+    inserter.finish()
+    set_metadata(prepared, {"edge_resnet.precision": "int8",
+                            "edge_resnet.calibration_method": options.method,
+                            FLOAT_NODES_KEY: sorted(options.float_nodes)})
+    violations = check_qdq(prepared)
     if violations:
         raise CalibrationError("the QDQ graph breaks TensorRT rules: " +
                                "; ".join(str(v) for v in violations[:5]))
-    return quantized
+    return prepared
 
 
 def save_model(model: "object", path: "str | Path") -> Path:

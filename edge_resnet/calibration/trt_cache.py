@@ -7,10 +7,16 @@ Format (what TensorRT's calibrators and ONNX Runtime's TensorRT provider read)::
     /layer1/layer1.0/conv1/Conv_output_0: 3d2a8f12
 
 Line 1 names the TensorRT version (8.x: ``major*1000 + minor*100 + patch``, e.g. 8.5.2 -> 8502;
-10.x: ``major*10000 + minor*100 + patch``, e.g. 10.3.0 -> 100300) and the algorithm; TensorRT
-ignores a cache whose version differs from its own. Every other line is an ONNX tensor name and
-the big-endian hex of the float32 scale (dynamic range = scale * 127). TensorRT 11 removed
-implicit INT8: use the QDQ model there.
+10.x: ``major*10000 + minor*100 + patch``, e.g. 10.3.0 -> 100300) and the calibrator *class that
+will read the file* — not the range method that produced the scales. TensorRT skips a cache
+whose header names another calibrator or another version (NVIDIA/TensorRT#1378) and then
+calibrates on whatever data it has: ``trtexec --calib`` uses ``IInt8EntropyCalibrator2``, so a
+cache labelled ``MinMaxCalibration`` is silently ignored there. The scales can come from any
+range method, so every cache is written for ``EntropyCalibration2`` unless the caller names its
+own calibrator class (``calibrator="minmax"`` for ``IInt8MinMaxCalibrator``, ``"legacy"`` for
+``IInt8LegacyCalibrator``). Every other line is an ONNX tensor name and the big-endian hex of the
+float32 scale (dynamic range = scale * 127). TensorRT 11 removed implicit INT8: use the QDQ model
+there.
 """
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ from typing import Dict, Mapping, Sequence, Union
 from edge_resnet.core import CalibrationError, InputError
 from edge_resnet.io_utils import atomic_write_text
 
-__all__ = ["CalibrationCache", "ALGORITHMS", "parse_trt_version", "read_cache", "write_cache"]
+__all__ = ["CalibrationCache", "CALIBRATORS", "DEFAULT_CALIBRATOR", "calibrator_header",
+           "parse_trt_version", "read_cache", "write_cache"]
 
-ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
-              "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
+# Calibrator classes of TensorRT's Python/C++ API -> the header word their caches carry.
+CALIBRATORS = {"entropy2": "EntropyCalibration2",   # IInt8EntropyCalibrator2 (trtexec --calib)
+               "minmax": "MinMaxCalibration",       # IInt8MinMaxCalibrator
+               "legacy": "LegacyCalibration"}       # IInt8LegacyCalibrator
+DEFAULT_CALIBRATOR = "entropy2"
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
 
@@ -61,13 +71,23 @@ def _hex(scale: float) -> str:
     return struct.pack(">f", scale).hex()
 
 
-def write_cache(path: "str | Path", ranges: Mapping[str, float], *, method: str,
-                trt_version: Union[int, str] = 8502, names: Sequence[str] = ()) -> Path:
-    """Write ``ranges`` (tensor -> amax) as a cache; ``names`` fixes the line order."""
+def calibrator_header(calibrator: str) -> str:
+    """Header word for a calibrator class name ('entropy2' -> 'EntropyCalibration2')."""
+    word = CALIBRATORS.get(calibrator)
+    if word is None:
+        raise InputError(f"unknown cache calibrator {calibrator!r}: choose the TensorRT "
+                         f"calibrator class that will read the cache, one of "
+                         f"{', '.join(CALIBRATORS)} (trtexec --calib reads entropy2)")
+    return word
+
+
+def write_cache(path: "str | Path", ranges: Mapping[str, float], *,
+                trt_version: Union[int, str] = 8502, names: Sequence[str] = (),
+                calibrator: str = DEFAULT_CALIBRATOR) -> Path:
+    """Write ``ranges`` (tensor -> amax) as a cache for ``calibrator``; ``names`` fixes the line
+    order."""
     version = parse_trt_version(trt_version)
-    algorithm = ALGORITHMS.get(method)
-    if algorithm is None:
-        raise InputError(f"no TensorRT cache algorithm for method {method!r}")
+    algorithm = calibrator_header(calibrator)
     order = list(names) or list(ranges)
     lines = [f"TRT-{version}-{algorithm}"]
     for name in order:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from edge_resnet.core import GateError, InputError
 
@@ -59,6 +59,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backend", default="onnxruntime", help="inference backend")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads (0: the backend decides)")
+    parser.add_argument("--exact-qdq", action="store_true",
+                        help="onnxruntime: run INT8 QDQ models as written (Q/DQ in float), the "
+                             "arithmetic TensorRT reproduces, instead of ONNX Runtime's CPU INT8 "
+                             "kernels (which lose accuracy on CPUs without VNNI); slower")
     parser.add_argument("--labels-file", default=None, metavar="FILE",
                         help="label map over DATA_DIR, one '<image file> <class index>' line per "
                              "image (MLPerf's ImageNet val_map.txt); only listed files are used")
@@ -87,6 +91,14 @@ _GATE_FLAGS = {"max_drop": "--max-drop", "max_drop_upper": "--max-drop-upper",
                "min_agreement": "--min-agreement"}
 
 
+def _backend_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    if not args.exact_qdq:
+        return None
+    if args.backend != "onnxruntime":
+        raise InputError("--exact-qdq is an onnxruntime option; use --backend onnxruntime")
+    return {"exact_qdq": True}
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from edge_resnet.evaluation.evaluate import evaluate
     from edge_resnet.evaluation.gates import gate_line
@@ -98,6 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(
         args.reference, _candidates(args), args.data_dir, batch_size=args.batch_size,
         num_images=args.num_images, seed=args.seed, backend=args.backend, threads=args.threads,
+        backend_options=_backend_options(args),
         max_drop=args.max_drop, max_drop_upper=args.max_drop_upper,
         min_agreement=args.min_agreement, progress=not args.no_progress,
         labeled=False if args.unlabeled else None, labels_file=args.labels_file)

@@ -13,7 +13,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edge_resnet.calibration.checker import check_qdq
-from edge_resnet.calibration.graph import GraphIndex, resnet_layout
+from edge_resnet.calibration.graph import GraphIndex, conv_depths, resnet_layout, \
+    residual_inputs
 from edge_resnet.calibration.qdq import qdq_scales, quantized_tensors
 
 
@@ -33,24 +34,51 @@ def test_written_models_pass_and_follow_placement(calibrated: Any, qdq: onnx.Mod
         assert check_qdq(onnx.load(str(art.qdq_path))) == [], art.method
     index = GraphIndex(qdq)
     layout = resnet_layout(qdq)
+    depths = conv_depths(index)
     ops = [n.op_type for n in qdq.graph.node]
-    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") > 0
+    # ResNet50: 53 Conv inputs + 53 Conv weights + 16 residual shortcuts + MaxPool + GAP
+    assert (len(layout.convs), len(layout.residual_adds), len(layout.pools)) == (53, 16, 2)
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 53 + 53 + 16 + 2
     for node in qdq.graph.node:
-        if node.op_type != "Conv":
-            continue
-        consumers = index.consumers[node.output[0]]
-        if any(c.op_type == "Relu" for c in consumers):  # conv -> relu: nothing in between
-            assert all(c.op_type == "Relu" for c in consumers), node.name
-        else:  # conv feeding a residual Add: quantized as an Add input, by design
-            for q in consumers:
-                assert q.op_type == "QuantizeLinear", node.name
-                dq = index.consumers[q.output[0]]
-                assert [d.op_type for d in dq] == ["DequantizeLinear"]
-                assert {c.op_type for c in index.consumers[dq[0].output[0]]} == {"Add"}
+        if node.op_type == "Conv":  # nothing between a Conv and its ReLU or residual Add, except
+            consumers = {c.op_type for c in index.consumers[node.output[0]]}  # a shortcut pair
+            assert consumers in ({"Relu"}, {"Add"}, {"QuantizeLinear"}), (node.name, consumers)
+            if consumers == {"QuantizeLinear"}:
+                assert "downsample" in node.name  # the shortcut branch of a downsampling block
+    for name in layout.residual_adds:
+        add = next(n for n in qdq.graph.node if n.name == name)
+        main, shortcut = residual_inputs(index, add, depths)
+        assert index.producer[add.input[shortcut]].op_type == "DequantizeLinear", name
+        assert index.producer[add.input[main]].op_type == "Conv", name  # fuses Conv+Add(+ReLU)
+        assert depths[add.input[main]] > depths[add.input[shortcut]]
+    for name in layout.pools:
+        pool = next(n for n in qdq.graph.node if n.name == name)
+        assert index.producer[pool.input[0]].op_type == "DequantizeLinear", name
     for name in layout.fc:  # classifier left float by design
         fc = next(n for n in qdq.graph.node if n.name == name)
         assert index.producer[fc.input[0]].op_type != "DequantizeLinear"
     assert max(o.version for o in qdq.opset_import if o.domain in ("", "ai.onnx")) >= 13
+
+
+def test_old_both_inputs_placement_is_rejected_with_the_add_named(
+        calibrated: Any, qdq: onnx.ModelProto) -> None:
+    """The placement an earlier brief asked for (a pair on the Conv->Add edge too) breaks the
+    Conv+Add fusion: the checker names every such Add and the document."""
+    from edge_resnet.calibration.qdq import _Inserter
+
+    old = _copy(qdq)
+    index = GraphIndex(old)
+    depths = conv_depths(index)
+    inserter = _Inserter(old)
+    adds = [n for n in old.graph.node if n.name in resnet_layout(old).residual_adds]
+    for add in adds:
+        inserter.pair(add, residual_inputs(index, add, depths)[0], np.array(0.05, np.float32))
+    inserter.finish()
+    messages = [str(v) for v in check_qdq(old)]
+    assert len(messages) == 16, messages
+    for add, message in zip(adds, messages):
+        assert message.startswith(add.name) and "Conv->Add input" in message
+        assert "Q/DQ Layer-Placement Recommendations" in message
 
 
 def test_activation_scales_are_amax_over_127(calibrated: Any, qdq: onnx.ModelProto,
@@ -77,15 +105,23 @@ def test_nonzero_zero_point_is_rejected_by_name(qdq: onnx.ModelProto) -> None:
     assert any(m.startswith(q.name) and "non-zero zero point" in m for m in messages), messages
 
 
-def test_missing_qdq_on_residual_add_input_is_rejected(qdq: onnx.ModelProto) -> None:
+def test_missing_qdq_on_shortcut_and_pool_inputs_is_rejected(qdq: onnx.ModelProto) -> None:
     broken = _copy(qdq)
     index = GraphIndex(broken)
-    add = _first(broken, lambda n: n.name == resnet_layout(broken).residual_adds[0])
-    dq = index.producer[add.input[1]]
-    q = index.producer[dq.input[0]]
-    add.input[1] = q.input[0]  # bypass the pair: the Add now reads the float tensor
+    layout = resnet_layout(broken)
+    add = _first(broken, lambda n: n.name == layout.residual_adds[0])
+    shortcut = residual_inputs(index, add, conv_depths(index))[1]
+    dq = index.producer[add.input[shortcut]]
+    add.input[shortcut] = index.producer[dq.input[0]].input[0]  # the Add reads the float tensor
+    pool = _first(broken, lambda n: n.name == layout.pools[-1])
+    dq = index.producer[pool.input[0]]
+    pool.input[0] = index.producer[dq.input[0]].input[0]
     messages = [str(v) for v in check_qdq(broken)]
-    assert any(m.startswith(add.name) and "residual Add input 1" in m for m in messages), messages
+    assert any(m.startswith(add.name) and f"shortcut input {shortcut}" in m
+               for m in messages), messages
+    assert any(m.startswith(pool.name) and "pooling input is not quantized" in m
+               for m in messages), messages
+    assert len(messages) == 2, messages
 
 
 def test_weight_axis_1_is_rejected(qdq: onnx.ModelProto) -> None:

@@ -30,12 +30,38 @@ def test_cache_format_and_names_match_the_fp32_graph(calibrated: Any, digits_onn
     amax = json.loads(art.ranges_path.read_text())["amax"]
     for name, scale in cache.scales.items():
         assert scale * 127.0 == pytest.approx(amax[name], rel=1e-6)
-    assert read_cache(calibrated.methods["minmax"].cache_path).algorithm == "MinMaxCalibration"
+    # every method's cache is labelled for the calibrator that reads it (trtexec: entropy2),
+    # whatever range method made the scales, and the file name says so
+    for method, written in calibrated.methods.items():
+        assert read_cache(written.cache_path).algorithm == "EntropyCalibration2", method
+        assert written.cache_path.name.endswith(f".{method}.trt8601.entropy2.cache")
+
+
+@pytest.mark.parametrize("calibrator,header", [("minmax", "MinMaxCalibration"),
+                                               ("legacy", "LegacyCalibration")])
+def test_cache_calibrator_choice_via_cli(calibrated: Any, digits_onnx: Path, digits_dirs: Any,
+                                         tmp_path: Path, calibrator: str, header: str) -> None:
+    from edge_resnet.cli import main
+
+    code = main(["calibrate", str(digits_onnx), "--out", str(tmp_path), "--method", "minmax",
+                 "--stats", str(calibrated.stats_path), "--cache-calibrator", calibrator,
+                 "--trt-version", "10.3.0", "--no-progress"])
+    assert code == 0
+    path = tmp_path / f"{digits_onnx.stem}.minmax.trt100300.{calibrator}.cache"
+    assert read_cache(path).algorithm == header
+    want = read_cache(calibrated.methods["minmax"].cache_path).scales
+    assert read_cache(path).scales == want  # same scales, another reader
+
+
+def test_unknown_calibrator_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown cache calibrator 'MinMax'.*entropy2"):
+        write_cache(tmp_path / "c.cache", {"input": 1.0}, calibrator="MinMax")
+    assert not (tmp_path / "c.cache").exists()
 
 
 def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
     ranges = {"input": 2.64, "/layer1/layer1.0/conv1/Conv_output_0": 0.0123, "x:0": 7.5}
-    path = write_cache(tmp_path / "c.cache", ranges, method="minmax", trt_version="10.3.0")
+    path = write_cache(tmp_path / "c.cache", ranges, calibrator="minmax", trt_version="10.3.0")
     cache = read_cache(path)
     assert (cache.version, cache.algorithm) == (100300, "MinMaxCalibration")
     for name, value in ranges.items():
