@@ -27,9 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DIGITS_PARAMS: Dict[str, Any] = {"size": 32, "test_fraction": 0.2, "seed": 0}
 # The recipe of the shared test model (edge_resnet.export.finetune.finetune arguments).
+# ``EDGE_RESNET_FIXTURE_SEED`` trains the same recipe from another seed: the tests must pass for
+# any model the recipe produces (CPU training differs between machines), so they are run
+# against several seeds before an accuracy-dependent change lands.
 DIGITS_RECIPE: Dict[str, Any] = {"resolution": 32, "resize": None, "epochs": 8, "batch_size": 32,
                                  "lr": 2e-3, "weight_decay": 0.05, "val_fraction": 0.1,
-                                 "seed": 0, "init": "scratch", "augment": True}
+                                 "seed": int(os.environ.get("EDGE_RESNET_FIXTURE_SEED", "0")),
+                                 "init": "scratch", "augment": True}
 
 __all__ = ["DIGITS_PARAMS", "DIGITS_RECIPE", "cache_dir", "digits_checkpoint", "digits_dirs",
            "digits_features_onnx", "digits_fused_onnx", "digits_model", "digits_onnx",
