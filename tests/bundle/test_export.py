@@ -37,8 +37,12 @@ def run(argv: List[str], env: Dict[str, str] = {}) -> subprocess.CompletedProces
 
 
 def public_key(cert: Path, out: Path) -> Path:
-    result = run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"])
-    out.write_text(result.stdout)
+    from cryptography.hazmat.primitives import serialization
+
+    from edge_resnet.bundle.signing import load_certificate
+
+    out.write_bytes(load_certificate(cert).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return out
 
 
