@@ -29,7 +29,7 @@ _LAZY = {
     "export_onnx": "edge_resnet.export.onnx_export",
     "check_parity": "edge_resnet.export.parity",
     "export_verified": "edge_resnet.export.parity",
-    "write_digits_folder": "edge_resnet.demo",
+    "write_digits_folder": "edge_resnet.datasets.digits",
     "run_demo": "edge_resnet.demo",
     "evaluate": "edge_resnet.evaluation",
     "write_report": "edge_resnet.evaluation",

@@ -87,7 +87,7 @@ def _loads(path: Path) -> bool:
 @pytest.fixture(scope="session")
 def digits_dirs() -> Any:
     """``DigitsFolders`` (train_dir, test_dir, counts): 32x32 RGB PNG digits, 1438/359 split."""
-    from edge_resnet.demo import write_digits_folder
+    from edge_resnet.datasets.digits import write_digits_folder
 
     folder = cache_dir() / f"digits-{DIGITS_PARAMS['size']}-s{DIGITS_PARAMS['seed']}"
     with _locked(folder.name):

@@ -231,7 +231,7 @@ def load_check_images(folder: "Optional[str | Path]" = None, count: int = 32,
                             f"({source.skips.count} skipped)")
         skipped = f", {source.skips.count} unreadable skipped" if source.skips.count else ""
         return CheckImages(images, f"{len(images)} images from {folder}{skipped}")
-    from edge_resnet.demo import write_digits_folder
+    from edge_resnet.datasets.digits import write_digits_folder
 
     with tempfile.TemporaryDirectory(prefix="edge-resnet-digits-") as tmp:
         digits = write_digits_folder(tmp, size=32)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_resnet.core import InputError
-from edge_resnet.demo import write_digits_folder
+from edge_resnet.datasets.digits import write_digits_folder
 
 
 def _listing(root: Path) -> list:
