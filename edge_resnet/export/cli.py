@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
                         help="add a second output 'features': the pooled 2048-d vector")
     parser.add_argument("--static-batch", action="store_true",
                         help="fix the batch dimension to 1 (default: dynamic)")
+    parser.add_argument("--dla-head", action="store_true",
+                        help="rewrite the head for the DLA (AveragePool + FC as 1x1 Conv, as "
+                             "NVIDIA's MLPerf ResNet50), proved against the plain export")
     check = parser.add_argument_group("parity proof")
     check.add_argument("--check-data", default=None, metavar="DIR",
                        help="images for the proof (default: scikit-learn's bundled digits)")
@@ -85,6 +88,8 @@ def run_export(args: argparse.Namespace) -> int:
         input_color_order=args.input_order, with_features=args.features,
         dynamic_batch=not args.static_batch, weights_sha256=loaded.weights_sha256,
         source=loaded.source)
+    if args.dla_head:
+        _rewrite_dla_head(Path(args.out), images, args)
     spec = result.spec
     print(f"wrote {result.path} ({result.file_size / 1e6:.1f} MB, opset {result.opset}, "
           f"{result.seconds:.1f}s): {result.input_name} {result.input_shape} "
@@ -99,3 +104,26 @@ def run_export(args: argparse.Namespace) -> int:
                                         "source": loaded.source})
         print(f"report: {args.report}")
     return 0
+
+
+def _rewrite_dla_head(path: Path, images: Any, args: argparse.Namespace) -> None:
+    """Rewrite the proven export's head in place, proved against it (or say it is unproven)."""
+    import onnx
+
+    from edge_resnet.export import parity
+    from edge_resnet.export.dla_head import prove_dla_head, rewrite_dla_head
+    from edge_resnet.io_utils import atomic_path
+
+    rewritten = rewrite_dla_head(onnx.load(str(path)))
+    with atomic_path(path) as tmp:
+        onnx.save(rewritten, str(tmp))
+        if images is None:
+            print("DLA head not proven (--no-check)", file=sys.stderr)
+        else:
+            report = prove_dla_head(
+                path, tmp, images,
+                atol=parity.DEFAULT_ATOL if args.atol is None else args.atol,
+                rtol=parity.DEFAULT_RTOL if args.rtol is None else args.rtol,
+                min_top1_agreement=(parity.DEFAULT_MIN_AGREEMENT if args.min_agreement is None
+                                    else args.min_agreement))
+            print(f"DLA head: {report.summary()}")
