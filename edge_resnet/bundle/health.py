@@ -128,7 +128,8 @@ def check_release(slot: "str | Path", manifest: Manifest, backend: str = "onnxru
             logits, times = run_golden(slot / item.path, golden, backend, **options)
             checks.append(_verdict(item.path, precision, logits, times, golden,
                                    manifest.tolerance[precision], manifest.latency_budget_ms))
-        except EdgeResnetError as exc:
+        except Exception as exc:  # any failure to load or run the model fails the check
+            text = str(exc) if isinstance(exc, EdgeResnetError) else f"{type(exc).__name__}: {exc}"
             checks.append(ModelCheck(item.path, precision, float("nan"), 0.0, float("nan"),
-                                     False, f"cannot run it: {exc}"))
+                                     False, "cannot run it: " + " ".join(text.split())))
     return checks

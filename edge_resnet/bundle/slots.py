@@ -106,13 +106,17 @@ def _iso(stamp: float) -> str:
 @contextlib.contextmanager
 def locked(root: Path, create: bool = True, wait_s: float = 30.0) -> Iterator[SlotRoot]:
     """Hold the root's lock (one bundle command at a time), creating the root if asked."""
-    if create and not root.is_dir():
-        fsops.step("mkdir root")
-        root.mkdir(parents=True)
-        fsops.fsync_dir(root.parent)
-    if not root.is_dir():
-        raise SlotError(f"slot root {root} does not exist (nothing installed there yet)")
-    fd = os.open(str(root / ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if create and not root.is_dir():
+            fsops.step("mkdir root")
+            root.mkdir(parents=True)
+            fsops.fsync_dir(root.parent)
+        if not root.is_dir():
+            raise SlotError(f"slot root {root} does not exist (nothing installed there yet)")
+        fd = os.open(str(root / ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise SlotError(f"cannot use slot root {root}: {exc.strerror or exc} (run as the user "
+                        "that owns it)") from None
     try:
         deadline = time.monotonic() + wait_s
         while True:

@@ -160,3 +160,36 @@ def test_pending_release_rolls_back_after_timeout(tmp_path: Path, capsys: pytest
     assert code == 2 and "not committed within" in err
     assert _runs(root) == "1.0.0"
     assert os.readlink(root / "current") == "slots/a"
+
+
+def test_unusable_root_is_a_one_line_refusal(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             make_bundle: Callable[..., Path],
+                                             fleet: Fleet) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    code, _, err = run(capsys, "bundle", "install", make_bundle("1.0.0"), "--cert", fleet[1],
+                       "--root", tmp_path / "file" / "root")
+    assert code == 2 and err.count("\n") == 1 and "cannot use slot root" in err
+    code, _, err = run(capsys, "bundle", "status", "--root", tmp_path / "nowhere")
+    assert code == 2 and "does not exist" in err
+
+
+def test_signed_but_unloadable_model_fails_the_health_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture, make_bundle: Callable[..., Path],
+        fleet: Fleet) -> None:
+    from tamper import pin, rewrite
+
+    garbage = b"this is not an onnx model" * 40
+
+    def swap(members: List[Any]) -> List[Any]:
+        members[2] = (members[2][0], garbage)
+        return members
+
+    def repin(raw: Any) -> None:
+        pin(raw, raw["payload"][0]["path"], garbage)
+    bad = rewrite(make_bundle("1.0.0"), tmp_path / "bad.bundle", repin, resign=fleet[0],
+                  edit_members=swap)
+    code, _, err = run(capsys, "bundle", "install", bad, "--cert", fleet[1], "--root",
+                       tmp_path / "root")
+    assert code == 1 and err.count("\n") == 1 and "cannot run it" in err
+    assert not (tmp_path / "root" / "current").exists()
+    assert not (tmp_path / "root" / ".staging").exists()
