@@ -124,6 +124,41 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from edge_resnet.bundle.runner import run_release
+    from edge_resnet.runtime.pipeline import PipelineConfig
+    from edge_resnet.runtime.sources import SourceOptions
+
+    config = PipelineConfig(max_batch=args.batch, top_k=args.top_k,
+                            stats_interval_s=args.stats_interval, max_frames=args.max_frames)
+    options = SourceOptions(fps=args.fps, loop=args.loop, realtime=args.realtime)
+    run_release(Path(args.root), args.source, args.outputs, backend=args.backend,
+                threads=args.threads, source_options=options, config=config,
+                commit_after=args.commit_after)
+    return 0
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the active release; reload on SIGHUP; commit after "
+                       "N good frames", description="Like `edge-resnet run`, on the model of "
+                       "ROOT/current. SIGHUP reloads whatever release is active then.")
+    p.add_argument("root", help="slot root (--root of install)")
+    p.add_argument("source", help="source URI (as for `edge-resnet run`)")
+    p.add_argument("outputs", nargs="*", default=["-"], help="output URIs")
+    p.add_argument("--commit-after", type=int, metavar="N",
+                   help="commit a pending release after N frames turned into results")
+    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--loop", type=int, default=0, help="files: play N extra times (-1: forever)")
+    p.add_argument("--realtime", action="store_true")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--stats-interval", type=float, default=10.0)
+    p.set_defaults(func=_run)
+
+
 def _export(args: argparse.Namespace) -> int:
     from edge_resnet.bundle.export import export_bundle
 
@@ -209,6 +244,7 @@ def register(subparsers: Any) -> None:
     sub.required = True
     _add_host(sub)
     _add_device(sub)
+    _add_run(sub)
     p = sub.add_parser("export", help="write an OTA artifact (mender, swupdate, rauc)")
     p.add_argument("format", choices=_EXPORTERS)
     p.add_argument("bundle")
