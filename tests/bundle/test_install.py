@@ -193,3 +193,40 @@ def test_signed_but_unloadable_model_fails_the_health_check(
     assert code == 1 and err.count("\n") == 1 and "cannot run it" in err
     assert not (tmp_path / "root" / "current").exists()
     assert not (tmp_path / "root" / ".staging").exists()
+
+
+def test_engines_and_gallery_ride_along_and_compressed_bundles_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture, make_bundle: Callable[..., Path],
+        fleet: Fleet) -> None:
+    import gzip
+    import shutil
+
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(os.urandom(3000))
+    gallery = tmp_path / "g.npz"
+    np.savez(gallery, names=np.array(["a"]))
+    bundle = make_bundle("1.0.0", engines=[("orin-nx-16gb.trt10.3.int8", engine)],
+                         gallery=gallery)
+    packed = tmp_path / "tiny.bundle.gz"
+    with open(bundle, "rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    code, out, err = run(capsys, "bundle", "install", packed, "--cert", fleet[1], "--root",
+                         tmp_path / "root")
+    assert code == 0, err
+    release = active_release(tmp_path / "root")
+    item = release.manifest.by_role("engine")[0]
+    assert (item.engine_key, item.precision) == ("orin-nx-16gb.trt10.3.int8", "int8")
+    assert (release.path / item.path).read_bytes() == engine.read_bytes()
+    assert (release.path / "gallery" / "g.npz").read_bytes() == gallery.read_bytes()
+    code, out, _ = run(capsys, "bundle", "status", "--root", tmp_path / "root")
+    assert code == 0 and "* a: tiny 1.0.0 pending" in out and "b: empty" in out
+
+
+def test_engine_key_must_name_its_precision(tmp_path: Path, make_bundle: Callable[..., Path]
+                                            ) -> None:
+    from edge_resnet.core import InputError
+
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(InputError, match="must name exactly one precision"):
+        make_bundle("1.0.0", engines=[("orin-nx-16gb.trt10.3", engine)])
