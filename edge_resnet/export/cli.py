@@ -107,23 +107,29 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _rewrite_dla_head(path: Path, images: Any, args: argparse.Namespace) -> None:
-    """Rewrite the proven export's head in place, proved against it (or say it is unproven)."""
+    """Rewrite the proven export's head in place, proved against it (or say it is unproven).
+    On failure nothing stays at --out, as for a failed export."""
     import onnx
 
+    from edge_resnet.core import EdgeResnetError
     from edge_resnet.export import parity
     from edge_resnet.export.dla_head import prove_dla_head, rewrite_dla_head
     from edge_resnet.io_utils import atomic_path
 
-    rewritten = rewrite_dla_head(onnx.load(str(path)))
-    with atomic_path(path) as tmp:
-        onnx.save(rewritten, str(tmp))
-        if images is None:
-            print("DLA head not proven (--no-check)", file=sys.stderr)
-        else:
+    try:
+        rewritten = rewrite_dla_head(onnx.load(str(path)))
+        with atomic_path(path) as tmp:
+            onnx.save(rewritten, str(tmp))
+            if images is None:
+                print("DLA head not proven (--no-check)", file=sys.stderr)
+                return
             report = prove_dla_head(
                 path, tmp, images,
                 atol=parity.DEFAULT_ATOL if args.atol is None else args.atol,
                 rtol=parity.DEFAULT_RTOL if args.rtol is None else args.rtol,
                 min_top1_agreement=(parity.DEFAULT_MIN_AGREEMENT if args.min_agreement is None
                                     else args.min_agreement))
-            print(f"DLA head: {report.summary()}")
+        print(f"DLA head: {report.summary()}")
+    except EdgeResnetError:
+        path.unlink()
+        raise

@@ -94,3 +94,19 @@ def test_export_cli_dla_head(digits_checkpoint: Path, tmp_path: Path, capsys: An
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["edge_resnet.graph_rewrite"] == '"dla_head"' and "edge_resnet.labels" in meta
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.dla.onnx"]
+
+
+def test_export_cli_dla_head_failure_leaves_nothing(digits_checkpoint: Path, tmp_path: Path,
+                                                    capsys: Any, monkeypatch: Any) -> None:
+    """When the rewrite is refused after the plain export was written, --out is removed."""
+    from edge_resnet.cli import main
+    from edge_resnet.export import dla_head
+
+    def refuse(model: Any) -> Any:
+        raise ModelError("the GlobalAveragePool does not feed a single Flatten")
+    monkeypatch.setattr(dla_head, "rewrite_dla_head", refuse)
+    out = tmp_path / "digits.dla.onnx"
+    code = main(["export", str(digits_checkpoint), "--out", str(out), "--dla-head",
+                 "--check-count", "8"])
+    assert code == 2 and "single Flatten" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
