@@ -91,6 +91,10 @@ class CapturingLogger:
                 trt.ILogger.__init__(self)
 
             def log(self, severity: "trt.ILogger.Severity", msg: str) -> None:
+                # A Python ILogger receives every message; VERBOSE ones run to thousands per
+                # build and cost a Python call each, so they are dropped here.
+                if severity == trt.ILogger.Severity.VERBOSE:
+                    return
                 level = str(severity).rsplit(".", 1)[-1]
                 lines.append(f"[{level}] {msg}")
                 if on_message is not None:
