@@ -12,8 +12,9 @@ Device side (Python 3.8): torch is imported only when this backend is created.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -56,6 +57,18 @@ class _Graph:
             with torch.cuda.graph(self.graph, stream=stream):
                 self.output = forward()
         stream.synchronize()
+        self.host_out = torch.empty(tuple(self.output.shape), dtype=torch.float32,
+                                    pin_memory=True)
+
+
+class _Ticket:
+    """A submitted batch: its events (start, preprocessed, inferred, copied back) and where
+    its logits land."""
+
+    def __init__(self, torch: Any, slot: int) -> None:
+        self.n, self.slot = 0, slot
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        self.host: Any = None
 
 
 class PyTorchBackend(BackendBase):
@@ -107,9 +120,14 @@ class PyTorchBackend(BackendBase):
         self._model: Any = model
         self._use_graphs = cuda_graphs and self.device.type == "cuda"
         self._max_graphs = max_graphs
-        self._graphs: Dict[int, _Graph] = {}
+        self._graphs: Dict[Tuple[int, int], _Graph] = {}
+        self._next_slot = 0
+        self._in_flight: Set[int] = set()
+        self._tickets: Dict[int, _Ticket] = {}
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._gpu_pre: Any = None
+        self._pre_lock = threading.Lock()
+        self._gpu_frames: Optional[bool] = None
         self.last_timings: Dict[str, float] = {}
         res = self.spec.resolution
         self._input_shape = ["batch", 3, res, res]
@@ -149,13 +167,14 @@ class PyTorchBackend(BackendBase):
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return "cpu"
 
-    def _graph(self, n: int) -> Optional[_Graph]:
-        graph = self._graphs.get(n)
+    def _graph(self, n: int, slot: int = 0) -> Optional[_Graph]:
+        """The graph of batch size ``n`` (``slot`` 0 or 1: one per batch in flight)."""
+        graph = self._graphs.get((n, slot))
         if graph is None and self._use_graphs and len(self._graphs) < self._max_graphs:
             res = self.spec.resolution
             graph = _Graph(self._torch, self._model, (n, 3, res, res), self._dtype,
                            self._channels_last, self._stream)
-            self._graphs[n] = graph
+            self._graphs[(n, slot)] = graph
         return graph
 
     # inference ---------------------------------------------------------------------------
@@ -173,7 +192,9 @@ class PyTorchBackend(BackendBase):
                     logits = self._forward(torch.from_numpy(batch))
                     return InferenceOutput(logits=logits.float().numpy())
                 with torch.cuda.stream(self._stream):
-                    graph = self._graph(batch.shape[0])
+                    graph = self._graph(batch.shape[0], 0)
+                    if graph is not None and 0 in self._in_flight:
+                        graph = None  # that graph's batch is still in flight: run eagerly
                     if graph is None:
                         x = torch.from_numpy(batch).to(self.device, non_blocking=False)
                         return self._finish(self._forward(x.to(self._dtype)))
@@ -199,49 +220,76 @@ class PyTorchBackend(BackendBase):
     @property
     def gpu_frames(self) -> bool:
         """True when :meth:`infer_frames` can preprocess on the GPU (CUDA + cuda-python)."""
-        if self.device.type != "cuda":
-            return False
-        from edge_resnet.cuda import cuda_available
-        return cuda_available()
+        if self._gpu_frames is None:
+            from edge_resnet.cuda import cuda_available
+            self._gpu_frames = self.device.type == "cuda" and cuda_available()
+        return self._gpu_frames
 
-    def infer_frames(self, frames: Sequence[np.ndarray], color_order: str = "BGR"
-                     ) -> InferenceOutput:
-        """Preprocess uint8 HxWx3 frames on the GPU into the graph's input and infer.
+    def stage_frame(self, frame: np.ndarray) -> Any:
+        """First half of GPU preprocessing, for another thread than :meth:`submit_frames`:
+        copy the pixels the model needs into pinned memory. Pass the result to submit_frames."""
+        return self._preprocessor().stage(frame)
 
-        ``last_timings`` then holds GPU-timed ``preprocess`` and ``infer`` milliseconds.
-        """
+    def submit_frames(self, frames: Sequence[Any], color_order: str = "BGR") -> "_Ticket":
+        """Enqueue GPU preprocessing of uint8 HxWx3 frames (or :meth:`stage_frame` results)
+        straight into the network's input, the network and the logits' copy back; return at
+        once. Two batches can be in flight: submit the next one, then :meth:`wait` this one."""
+        torch = self._torch
+        pre = self._preprocessor()
+        n = len(frames)
+        slot = self._next_slot
+        if slot in self._in_flight:
+            raise BackendError("two batches are already in flight; wait() for one first")
+        self._next_slot ^= 1
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
+            graph = self._graph(n, slot)
+            target = graph.input if graph is not None else torch.empty(
+                (n, 3, self.spec.resolution, self.spec.resolution), dtype=self._dtype,
+                device=self.device)
+            ticket = self._tickets.get(slot) or self._tickets.setdefault(
+                slot, _Ticket(torch, slot))  # one per slot, reused
+            ticket.n = n
+            ticket.events[0].record(self._stream)
+            pre.run(frames, int(target.data_ptr()), color_order)
+            ticket.events[1].record(self._stream)
+            try:
+                logits = graph.output if graph is not None else self._forward(target)
+                if graph is not None:
+                    graph.graph.replay()
+            except RuntimeError as exc:
+                raise self._error(exc) from exc
+            ticket.events[2].record(self._stream)
+            host = graph.host_out if graph is not None else torch.empty(
+                tuple(logits.shape), dtype=torch.float32, pin_memory=True)
+            host.copy_(logits, non_blocking=True)
+            ticket.host = host
+            ticket.events[3].record(self._stream)
+        self._in_flight.add(slot)
+        return ticket
+
+    def wait(self, ticket: "_Ticket") -> InferenceOutput:
+        """Block until ``ticket``'s batch is done; its logits (and GPU-timed ``preprocess`` /
+        ``infer`` milliseconds in ``last_timings``)."""
+        ticket.events[3].synchronize()
+        self._in_flight.discard(ticket.slot)
+        self.last_timings = {"preprocess": ticket.events[0].elapsed_time(ticket.events[1]),
+                             "infer": ticket.events[1].elapsed_time(ticket.events[2])}
+        return InferenceOutput(logits=ticket.host.numpy().copy())
+
+    def infer_frames(self, frames: Sequence[Any], color_order: str = "BGR") -> InferenceOutput:
+        """:meth:`submit_frames` + :meth:`wait`: one batch, synchronously."""
+        return self.wait(self.submit_frames(frames, color_order))
+
+    def _preprocessor(self) -> Any:
         if not self.gpu_frames:
             raise BackendError("GPU preprocessing needs the pytorch backend on CUDA and "
                                "cuda-python; use --preprocess cpu")
         if self._closed:
             raise BackendError("backend is closed")
-        torch = self._torch
-        pre = self._preprocessor()
-        n = len(frames)
-        with torch.inference_mode(), torch.cuda.stream(self._stream):
-            graph = self._graph(n)
-            target = graph.input if graph is not None else torch.empty(
-                (n, 3, self.spec.resolution, self.spec.resolution), dtype=self._dtype,
-                device=self.device)
-            events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
-            events[0].record(self._stream)
-            pre.run(frames, int(target.data_ptr()), color_order)
-            events[1].record(self._stream)
-            try:
-                if graph is not None:
-                    graph.graph.replay()
-                    logits = graph.output
-                else:
-                    logits = self._forward(target)
-            except RuntimeError as exc:
-                raise self._error(exc) from exc
-            events[2].record(self._stream)
-            result = self._finish(logits)
-        self.last_timings = {"preprocess": events[0].elapsed_time(events[1]),
-                             "infer": events[1].elapsed_time(events[2])}
-        return result
+        with self._pre_lock:
+            return self._make_preprocessor()
 
-    def _preprocessor(self) -> Any:
+    def _make_preprocessor(self) -> Any:
         if self._gpu_pre is None:
             from edge_resnet.cuda import Stream, get_device
             from edge_resnet.cuda.preprocess import GpuPreprocessor

@@ -5,19 +5,21 @@ uint8 HxWx3 frames (RGB or BGR, any size) become exactly what
 of the centre crop (or a plain resize), then normalised float32/float16 NCHW, or the uint8 NHWC
 input of a fused graph — written into device memory (the backend's input buffer).
 
-Per frame only the crop's preimage travels: it is copied row by row into a pinned staging
-buffer (or read in place when the frame already is pinned), sent with one async H2D copy (none
-on an integrated GPU: the kernels read mapped memory), resampled by two kernels
+Per frame only the crop's preimage travels: it is copied into a pinned staging slot (or sent
+straight from the frame when it already is pinned) and sent with one async H2D copy (none on
+an integrated GPU: the kernels read mapped memory), then resampled by two kernels
 (:mod:`edge_resnet.cuda.kernels`). Plans (filter taps) are computed once per input size and
-kept on the device; staging buffers are reused, so a steady stream of frames allocates nothing.
-Two staging slots let the host fill frame n+1 while the GPU still copies frame n.
+kept on the device; staging slots and scratch buffers are reused, so a steady stream of frames
+allocates nothing. Staging (:meth:`GpuPreprocessor.stage`) may run in another thread than the
+GPU work, so the CPU copy of frame n+1 overlaps the GPU work of frame n.
 Device side: Python 3.8, no torch.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,12 +28,13 @@ from edge_resnet.cuda import kernels as K
 from edge_resnet.cuda.memory import (CudaDevice, DeviceBuffer, PinnedBuffer, Stream,
                                      copy_2d_async, get_device, is_pinned)
 from edge_resnet.cuda.resample_plan import ResamplePlan, make_plan
-from edge_resnet.cuda.ring import BatchSlot, InFlightRing
+from edge_resnet.cuda.ring import BatchSlot
+from edge_resnet.cuda.staging import StagingPool
 
-__all__ = ["GpuPreprocessor"]
+__all__ = ["GpuPreprocessor", "StagedFrame"]
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
-_PLAN_CACHE = 8
+_PLAN_CACHE = 16
 
 
 class _DevicePlan:
@@ -53,13 +56,28 @@ class _DevicePlan:
         self.buffer.close()
 
 
+class StagedFrame:
+    """A frame made ready for the GPU by :meth:`GpuPreprocessor.stage`: its crop preimage in a
+    pinned slot (or, for a frame that already is pinned, its address), plus its plan."""
+
+    __slots__ = ("plan", "slot", "src", "pitch", "keep")
+
+    def __init__(self, plan: _DevicePlan, slot: Optional[BatchSlot], src: int, pitch: int,
+                 keep: Optional[np.ndarray]) -> None:
+        self.plan, self.slot, self.src, self.pitch, self.keep = plan, slot, src, pitch, keep
+
+
 class GpuPreprocessor:
     """Preprocess frames for ``spec`` on the GPU.
 
     ``out_dtype``: ``float32`` / ``float16`` (normalised) or ``uint8`` (raw pixels, for a
     fused-preprocessing graph; the default when the spec says so); channel order and layout
-    come from the spec. ``mapped``: read frames
-    from mapped pinned memory instead of copying them (default: on integrated GPUs only).
+    come from the spec. ``mapped``: kernels read frames from mapped pinned memory instead of
+    a device copy (default: on integrated GPUs only, where that memory *is* device memory).
+
+    :meth:`run` does everything in the calling thread; a pipeline can split it: :meth:`stage`
+    (CPU copy into pinned memory, any thread) then :meth:`run` on the staged frames (H2D +
+    kernels, the inference thread).
     """
 
     def __init__(self, spec: ModelSpec, out_dtype: Optional[str] = None,
@@ -85,82 +103,108 @@ class GpuPreprocessor:
         size = spec.resolution
         self.image_shape: Tuple[int, ...] = (size, size, 3) if nhwc else (3, size, size)
         self.image_nbytes = int(np.prod(self.image_shape)) * self.dtype.itemsize
+        self._lock = threading.Lock()
         self._plans: "OrderedDict[Tuple[int, int], _DevicePlan]" = OrderedDict()
-        self._staging: Optional[InFlightRing] = None
+        self._retired: List[_DevicePlan] = []
+        self._outstanding = 0
+        self._pool = StagingPool(mapped=self.mapped)
         self._region: Optional[DeviceBuffer] = None
         self._tmp: Optional[DeviceBuffer] = None
         self._output: Optional[DeviceBuffer] = None
-        self._pending: Optional[BatchSlot] = None
 
     # buffers -------------------------------------------------------------------------------
     def _plan(self, height: int, width: int) -> _DevicePlan:
         key = (height, width)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = _DevicePlan(make_plan(height, width, self.spec), self.stream)
-            self._plans[key] = plan
-            if len(self._plans) > _PLAN_CACHE:
-                self.stream.synchronize()
-                self._plans.popitem(last=False)[1].close()
-        else:
-            self._plans.move_to_end(key)
-        return plan
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = _DevicePlan(make_plan(height, width, self.spec), self.stream)
+                self._plans[key] = plan
+                if len(self._plans) > _PLAN_CACHE:  # freed once no staged frame can use it
+                    self._retired.append(self._plans.popitem(last=False)[1])
+            else:
+                self._plans.move_to_end(key)
+            return plan
 
-    def _ensure(self, region_bytes: int, tmp_bytes: int) -> None:
-        """Grow the staging and scratch buffers when a frame needs more (rare: a new size)."""
-        staged = self._staging.slots[0]["host"].nbytes if self._staging is not None else 0
-        if region_bytes > staged:
-            if self._staging is not None:
-                self._staging.close()
-            self._staging = InFlightRing(
-                lambda: {"host": PinnedBuffer(region_bytes, np.uint8, mapped=self.mapped)}, 2)
-            if not self.mapped:
-                if self._region is not None:
+    def _scratch(self, region_bytes: int, tmp_bytes: int) -> None:
+        """Grow the device scratch buffers when a frame needs more (rare: a new size)."""
+        for name, nbytes in (("_region", region_bytes), ("_tmp", tmp_bytes)):
+            current: Optional[DeviceBuffer] = getattr(self, name)
+            if nbytes and (current is None or current.nbytes < nbytes):
+                if current is not None:
                     self.stream.synchronize()
-                    self._region.close()
-                self._region = DeviceBuffer(region_bytes, np.uint8)
-        if self._tmp is None or self._tmp.nbytes < tmp_bytes:
-            if self._tmp is not None:
-                self.stream.synchronize()
-                self._tmp.close()
-            self._tmp = DeviceBuffer(tmp_bytes, np.uint8)
+                    current.close()
+                setattr(self, name, DeviceBuffer(nbytes, np.uint8))
+
+    def _free_retired(self) -> None:
+        with self._lock:
+            if not self._retired or self._outstanding:
+                return
+            retired, self._retired = self._retired, []
+        self.stream.synchronize()
+        for plan in retired:
+            plan.close()
 
     # work ----------------------------------------------------------------------------------
-    def _source(self, image: np.ndarray, plan: ResamplePlan) -> Tuple[int, int]:
-        """Put the frame's needed region where the kernel can read it: (address, row pitch)."""
-        x0, y0, x1, y1 = plan.region
-        rows, row_bytes = y1 - y0, (x1 - x0) * 3
-        pitch = image.strides[0]
-        if not self.mapped and image.strides[1:] == (3, 1) and is_pinned(image):
-            assert self._region is not None
-            src = image.ctypes.data + y0 * pitch + x0 * 3
-            copy_2d_async(self._region.ptr, row_bytes, src, pitch, row_bytes, rows, self.stream,
-                          "h2d")
-            return self._region.ptr, row_bytes
-        assert self._staging is not None
-        slot = self._staging.acquire()  # waits until this slot's previous copy has read it
-        host: PinnedBuffer = slot["host"]
-        np.copyto(host.array[:rows * row_bytes].reshape(rows, x1 - x0, 3), image[y0:y1, x0:x1])
-        if self.mapped:
-            address = host.device_ptr
-        else:
-            assert self._region is not None
-            host.upload_to(self._region, self.stream, rows * row_bytes)
-            address = self._region.ptr
-        self._pending = slot
-        return address, row_bytes
-
-    def _one(self, image: np.ndarray, color_order: str, out_ptr: int) -> None:
+    def stage(self, image: np.ndarray) -> StagedFrame:
+        """Copy the part of ``image`` (uint8 HxWx3) the output depends on into pinned memory.
+        Thread-safe; a pinned frame is not copied (keep it unchanged until :meth:`run`)."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"expected an HxWx3 uint8 image, got {getattr(image, 'shape', image)}")
         if image.dtype != np.uint8:
             raise InputError(f"expected a uint8 image, got dtype {image.dtype}")
+        self.device.make_current()
         dplan = self._plan(image.shape[0], image.shape[1])
         x0, y0, x1, y1 = dplan.plan.region
-        self._ensure((y1 - y0) * (x1 - x0) * 3, (y1 - y0) * dplan.plan.size * 3)
-        self._pending = None
-        src, pitch = self._source(image, dplan.plan)
-        self._resample(dplan, src, pitch, color_order, out_ptr)
+        pitch = image.strides[0]
+        if not self.mapped and image.strides[1:] == (3, 1) and is_pinned(image):
+            staged = StagedFrame(dplan, None, image.ctypes.data + y0 * pitch + x0 * 3, pitch,
+                                 image)
+        else:
+            rows, row_bytes = y1 - y0, (x1 - x0) * 3
+            slot = self._pool.acquire(rows * row_bytes)
+            host: PinnedBuffer = slot["host"]
+            np.copyto(host.array[:rows * row_bytes].reshape(rows, x1 - x0, 3),
+                      image[y0:y1, x0:x1])
+            staged = StagedFrame(dplan, slot, host.device_ptr if self.mapped else host.ptr,
+                                 row_bytes, None)
+        with self._lock:
+            self._outstanding += 1
+        return staged
+
+    def run(self, images: "Sequence[np.ndarray | StagedFrame]", out_ptr: int,
+            color_order: str = "RGB") -> None:
+        """Preprocess frames (arrays, or :meth:`stage` d frames) into device memory at
+        ``out_ptr`` (``len(images)`` x :attr:`image_shape` of :attr:`dtype`), asynchronously on
+        :attr:`stream`."""
+        if len(images) == 0:
+            raise InputError("cannot preprocess an empty batch")
+        if color_order not in ("RGB", "BGR"):
+            raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
+        self.device.make_current()  # kernels launch through the driver API: per-thread context
+        for i, item in enumerate(images):
+            staged = item if isinstance(item, StagedFrame) else self.stage(item)
+            try:
+                self._run_staged(staged, color_order, out_ptr + i * self.image_nbytes)
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+        self._free_retired()
+
+    def _run_staged(self, staged: StagedFrame, color_order: str, out_ptr: int) -> None:
+        plan = staged.plan.plan
+        x0, y0, x1, y1 = plan.region
+        rows, row_bytes = y1 - y0, (x1 - x0) * 3
+        self._scratch(0 if self.mapped else rows * row_bytes, rows * plan.size * 3)
+        src, pitch = staged.src, staged.pitch
+        if not self.mapped:
+            assert self._region is not None
+            copy_2d_async(self._region.ptr, row_bytes, src, pitch, row_bytes, rows, self.stream,
+                          "h2d")
+            src, pitch = self._region.ptr, row_bytes
+        self._resample(staged.plan, src, pitch, color_order, out_ptr)
+        if staged.slot is not None:  # reusable once the copy (or mapped reads) are done
+            self._pool.release(staged.slot, self.stream)
 
     def _resample(self, dplan: _DevicePlan, src: int, pitch: int, color_order: str,
                   out_ptr: int) -> None:
@@ -171,23 +215,9 @@ class GpuPreprocessor:
         hs, hc, hw = dplan.h
         self._kernels.horizontal(src, pitch, y1 - y0, size, hs, hc, hw, plan.horizontal.ksize,
                                  color_order == "BGR", self._tmp.ptr, self.stream)
-        if self._pending is not None:
-            self._pending.release(self.stream)  # staging slot reusable once the reads are done
-            self._pending = None
         vs, vc, vw = dplan.v
         self._kernels.vertical(self._tmp.ptr, size, vs, vc, vw, plan.vertical.ksize, self._layout,
                                self._mean, self._inv_std, out_ptr, self.stream)
-
-    def run(self, images: Sequence[np.ndarray], out_ptr: int, color_order: str = "RGB") -> None:
-        """Preprocess ``images`` into device memory at ``out_ptr`` (``len(images)`` x
-        :attr:`image_shape` of :attr:`dtype`), asynchronously on :attr:`stream`."""
-        if len(images) == 0:
-            raise InputError("cannot preprocess an empty batch")
-        if color_order not in ("RGB", "BGR"):
-            raise InputError(f"color order must be RGB or BGR, got {color_order!r}")
-        self.device.make_current()  # kernels launch through the driver API: per-thread context
-        for i, image in enumerate(images):
-            self._one(image, color_order, out_ptr + i * self.image_nbytes)
 
     def run_device(self, src_ptr: int, height: int, width: int, pitch: int, out_ptr: int,
                    color_order: str = "RGB") -> None:
@@ -201,8 +231,7 @@ class GpuPreprocessor:
         self.device.make_current()
         dplan = self._plan(height, width)
         x0, y0, x1, y1 = dplan.plan.region
-        self._ensure(0, (y1 - y0) * dplan.plan.size * 3)
-        self._pending = None
+        self._scratch(0, (y1 - y0) * dplan.plan.size * 3)
         self._resample(dplan, src_ptr + y0 * pitch + x0 * 3, pitch, color_order, out_ptr)
 
     def output_buffer(self, batch: int) -> DeviceBuffer:
@@ -225,15 +254,15 @@ class GpuPreprocessor:
 
     def close(self) -> None:
         self.stream.synchronize()
-        for plan in self._plans.values():
+        for plan in list(self._plans.values()) + self._retired:
             plan.close()
         self._plans.clear()
+        self._retired = []
         for buffer in (self._region, self._tmp, self._output):
             if buffer is not None:
                 buffer.close()
-        if self._staging is not None:
-            self._staging.close()
-        self._region = self._tmp = self._output = self._staging = None
+        self._pool.close()
+        self._region = self._tmp = self._output = None
 
     def __enter__(self) -> "GpuPreprocessor":
         return self

@@ -191,8 +191,12 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             self.metrics.observe("queue", (t0 - frame.t_capture) * 1000.0)
-            if self._gpu_pre:  # the inference thread preprocesses on the GPU
-                self._put(self._q_pre, (frame, frame.image))
+            if self._gpu_pre:  # stage the pixels here; the inference thread runs the GPU part
+                staged = self.backend.stage_frame(frame.image)  # type: ignore[attr-defined]
+                self.metrics.observe("stage", (time.perf_counter() - t0) * 1000.0)
+                if not self._keep_frames:
+                    frame.image = _EMPTY
+                self._put(self._q_pre, (frame, staged))
                 continue
             tensor = preprocess_batch([frame.image], self.spec, color_order="BGR")[0]
             self.metrics.observe("preprocess", (time.perf_counter() - t0) * 1000.0)
@@ -224,34 +228,56 @@ class Pipeline:
         return frames, tensors, False
 
     def _infer_loop(self) -> None:
+        if self._gpu_pre:
+            self._gpu_infer_loop()
+            return
         ended = False
         while not ended:
             frames, tensors, ended = self._next_batch()
             if not frames:
                 break
             t0 = time.perf_counter()
-            if self._gpu_pre:
-                output = self._infer_on_gpu(frames, tensors)
-            else:
-                output = self.backend.infer(np.stack(tensors))
+            output = self.backend.infer(np.stack(tensors))
             self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
             self.metrics.count("batches")
             self._put(self._q_post, (frames, output))
         self._put(self._q_post, _END)
 
-    def _infer_on_gpu(self, frames: List[Frame], images: List[np.ndarray]) -> InferenceOutput:
-        """Preprocess + infer on the GPU in this thread (one stream: no cross-thread sync);
-        the GPU-timed preprocessing goes to the ``preprocess`` stage, the network to
-        ``gpu_infer``."""
-        output = self.backend.infer_frames(images, color_order="BGR")  # type: ignore[attr-defined]
+    def _gpu_infer_loop(self) -> None:
+        """GPU preprocessing + inference with two batches in flight: batch n+1 is copied,
+        preprocessed and launched while the GPU still runs batch n. A batch is waited for as
+        soon as no newer frame is queued, so a source slower than the GPU gets no extra latency.
+        ``infer`` is then submit-to-result time; the GPU-timed preprocessing (H2D + kernels)
+        goes to ``preprocess``, the network to ``gpu_infer``, the CPU copy into pinned memory
+        (preprocess thread) to ``stage``."""
+        backend: Any = self.backend
+        pending: Optional[Tuple[List[Frame], Any, float]] = None
+        ended = False
+        while True:
+            if pending is not None and (ended or self._q_pre.empty()):
+                self._finish_gpu_batch(*pending)
+                pending = None
+            if ended:
+                break
+            frames, staged, ended = self._next_batch()
+            if not frames:
+                continue
+            t0 = time.perf_counter()
+            ticket = backend.submit_frames(staged, color_order="BGR")
+            if pending is not None:
+                self._finish_gpu_batch(*pending)
+            pending = (frames, ticket, t0)
+        self._put(self._q_post, _END)
+
+    def _finish_gpu_batch(self, frames: List[Frame], ticket: Any, t0: float) -> None:
+        output = self.backend.wait(ticket)  # type: ignore[attr-defined]
+        self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
         timings = getattr(self.backend, "last_timings", {})
         for stage, name in (("preprocess", "preprocess"), ("infer", "gpu_infer")):
             if stage in timings:
                 self.metrics.observe(name, timings[stage])
-        if not self._keep_frames:
-            for frame in frames:
-                frame.image = _EMPTY
-        return output
+        self.metrics.count("batches")
+        self._put(self._q_post, (frames, output))
 
     def _output_loop(self) -> None:
         threshold = match_threshold(self.config.match_threshold, self.gallery) \
@@ -292,7 +318,8 @@ class Pipeline:
 def _use_gpu_preprocessing(backend: Backend, mode: str) -> bool:
     """Resolve ``--preprocess``: GPU when asked (refused if the backend cannot) or, for
     ``auto``, whenever the backend runs on a GPU and can take frames."""
-    capable = bool(getattr(backend, "gpu_frames", False))
+    capable = bool(getattr(backend, "gpu_frames", False)) and all(
+        hasattr(backend, name) for name in ("stage_frame", "submit_frames", "wait"))
     if mode == "gpu" and not capable:
         raise InputError("--preprocess gpu needs a backend on a CUDA GPU that takes frames "
                          "(e.g. --backend pytorch --device cuda, with cuda-python installed); "

@@ -82,6 +82,25 @@ def test_infer_frames_matches_cpu_preprocessing(random_checkpoint: Path, precisi
     assert _close(out, ref, 2e-2)
 
 
+@gpu
+def test_two_batches_in_flight(random_checkpoint: Path) -> None:
+    from edge_resnet.backends.pytorch import PyTorchBackend
+    from edge_resnet.core import BackendError
+
+    frames = [np.ascontiguousarray(p[..., ::-1]) for p in _photos(4)]
+    with PyTorchBackend(random_checkpoint, device="cuda") as backend:
+        expected = [backend.infer_frames([f]).logits for f in frames[:2]]
+        first = backend.submit_frames([backend.stage_frame(frames[0])])
+        second = backend.submit_frames([frames[1]])
+        with pytest.raises(BackendError, match="in flight"):
+            backend.submit_frames([frames[2]])
+        # a synchronous infer meanwhile must not touch the in-flight graph inputs
+        plain = backend.infer(preprocess_batch(frames[3:], backend.spec, color_order="BGR"))
+        assert _close(backend.wait(first).logits, expected[0], 1e-4)
+        assert _close(backend.wait(second).logits, expected[1], 1e-4)
+        assert plain.logits.shape == expected[0].shape
+
+
 def _video(tmp_path: Path, digits_dirs: Any, count: int = 24) -> Path:
     from fixtures import load_labeled_images
 

@@ -176,3 +176,41 @@ def test_frames_already_on_the_device() -> None:
         with pytest.raises(InputError, match="pitch"):
             pre.run_device(dev.ptr, 720, 1280, 1000, out.ptr)
     assert np.array_equal(host, preprocess_batch([frame], spec, color_order="BGR"))
+
+
+def test_staging_in_another_thread_gives_the_same_result_without_allocating() -> None:
+    import queue
+    import threading
+
+    from edge_resnet.cuda import allocation_stats
+    from edge_resnet.cuda.preprocess import GpuPreprocessor
+
+    spec = ModelSpec(labels=LABELS)
+    frames = [np.random.default_rng(i).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+              for i in range(6)]
+    with GpuPreprocessor(spec) as pre:
+        expected = pre.to_host(frames, "BGR")  # also sizes the output buffer for six images
+        out = pre.output_buffer(6)
+        host = np.empty((1,) + pre.image_shape, np.float32)
+        # six frames staged at once: the pool holds six slots, the most the hand-off below can
+        # have in flight (4 queued + 1 being queued + 1 running)
+        pre.run([pre.stage(frame) for frame in frames], out.ptr, "BGR")
+        pre.stream.synchronize()
+        before = allocation_stats()
+        handoff: "queue.Queue[object]" = queue.Queue(4)
+
+        def producer() -> None:
+            for _ in range(50):
+                for frame in frames:
+                    handoff.put(pre.stage(frame))
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        for _ in range(50):
+            for i in range(len(frames)):
+                pre.run([handoff.get()], out.ptr, "BGR")
+                out.download(host, pre.stream)
+                pre.stream.synchronize()
+                assert np.array_equal(host[0], expected[i])
+        thread.join()
+        assert allocation_stats() == before  # 300 frames through two threads, no allocation
