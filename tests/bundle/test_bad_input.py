@@ -181,3 +181,37 @@ def test_full_disk_while_staging(tmp_path: Path, make_bundle: Callable[..., Path
     finally:
         fsops.set_step_hook(None)
     assert snapshot(installed_root.parent) == before
+
+
+def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path, make_bundle: Callable[..., Path],
+                                         fleet: Fleet) -> None:
+    """The same refusal with a real ENOSPC: a 200 KiB tmpfs in a private mount namespace."""
+    import os
+    import subprocess
+    import sys
+
+    if subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (unshare -m); the simulated-ENOSPC "
+                    "test above covers the same code path")
+    first, second = make_bundle("1.0.0", golden_count=2), make_bundle("1.1.0", seed=1,
+                                                                     golden_count=2)
+    assert second.stat().st_size > 80_000  # more than what is left after the first install
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    er = f"{sys.executable} -m edge_resnet.cli bundle"
+    listing = f"find {mnt} -printf '%p %y %s %l\\n' | sort; cat {mnt}/root/state.json"
+    script = (f"mount -t tmpfs -o size=200k tmpfs {mnt} && "
+              f"{er} install {first} --cert {fleet[1]} --root {mnt}/root >/dev/null && "
+              f"{er} commit --root {mnt}/root >/dev/null && "
+              f"({listing}) > {tmp_path}/before && "
+              f"{er} install {second} --cert {fleet[1]} --root {mnt}/root 2> {tmp_path}/err; "
+              f"echo $? > {tmp_path}/rc; ({listing}) > {tmp_path}/after")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "rc").read_text().strip() == "2"
+    err = (tmp_path / "err").read_text()
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert "nothing was changed" in err
+    assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text()
