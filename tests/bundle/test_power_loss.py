@@ -140,3 +140,59 @@ def test_sigkill_anywhere_leaves_a_runnable_release(tmp_path: Path, fleet: Fleet
         commit(root)
         assert _runnable_version(root) == "1.1.0"
     assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes
+
+
+def _killed(action: Callable[[], object], at_step: int) -> int:
+    """Fork, run ``action`` with a SIGKILL at filesystem step ``at_step``; the child's status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            seen = [0]
+
+            def hook(name: str) -> None:
+                if seen[0] == at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                seen[0] += 1
+            fsops.set_step_hook(hook)
+            action()
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_sigkill_during_rollback_and_commit(tmp_path: Path, fleet: Fleet,
+                                            make_bundle: Callable[..., Path]) -> None:
+    """Rollback (by request) and commit killed at each of their filesystem steps: a complete
+    release always runs, and status leaves either the rollback done or not started."""
+    from edge_resnet.bundle.install import rollback
+
+    cert = load_certificate(fleet[1])
+    template = tmp_path / "template"
+    install(make_bundle("1.0.0", golden_count=1), cert, template / "root", InstallOptions())
+    commit(template / "root")
+    install(make_bundle("1.1.0", seed=1, golden_count=1), cert, template / "root",
+            InstallOptions())
+    work = tmp_path / "work"
+    for name, action, results in (
+            ("rollback", lambda: rollback(work / "root"), {("1.0.0", "good"), ("1.1.0", "pending")}),
+            ("commit", lambda: commit(work / "root"), {("1.1.0", "good"), ("1.1.0", "pending")})):
+        _reset(template, work)
+        steps: List[str] = []
+        fsops.set_step_hook(steps.append)
+        try:
+            action()
+        finally:
+            fsops.set_step_hook(None)
+        assert steps, name
+        seen = set()
+        for at_step in range(len(steps)):
+            _reset(template, work)
+            code = _killed(action, at_step)
+            assert os.WIFSIGNALED(code), f"{name} not killed at {steps[at_step]}"
+            version = _runnable_version(work / "root")
+            info = status(work / "root")
+            record = info["slots"][info["active"]]
+            assert record["version"] == version
+            assert not [n for n in LEFTOVERS if (work / "root" / n).exists()]
+            seen.add((version, record["state"]))
+        assert seen <= results, (name, seen)
