@@ -73,7 +73,7 @@ def _tensorrt(found: Detection) -> Check:
     fix = ("sudo apt install python3-libnvinfer (JetPack's TensorRT; a venv needs "
            "--system-site-packages)" if found.is_jetson else
            "pip install tensorrt (x86 with an NVIDIA driver); `build --dry-run` works without it")
-    return Check("tensorrt", False, "not installed (type stubs alone do not count)", fix)
+    return Check("tensorrt", False, "not installed", fix)
 
 
 def _cuda(found: Detection) -> Check:

@@ -42,7 +42,9 @@ def import_tensorrt() -> Any:
         raise DependencyError(f"TensorRT is installed but cannot load its libraries ({exc}); "
                               "reinstall it matching this CUDA") from exc
     if not getattr(module, "__version__", None) or not hasattr(module, "Builder"):
-        raise DependencyError(INSTALL_HINT + " (only type stubs are installed here)")
+        where = ", ".join(str(p) for p in getattr(module, "__path__", [])) or "?"
+        raise DependencyError(f"{INSTALL_HINT} (`import tensorrt` found only a folder without "
+                              f"the library: {where})")
     return module
 
 
