@@ -230,3 +230,29 @@ def test_engine_key_must_name_its_precision(tmp_path: Path, make_bundle: Callabl
     engine.write_bytes(b"x")
     with pytest.raises(InputError, match="must name exactly one precision"):
         make_bundle("1.0.0", engines=[("orin-nx-16gb.trt10.3", engine)])
+
+
+def test_golden_images_from_a_folder(tmp_path: Path, fleet: Fleet) -> None:
+    from PIL import Image
+
+    from edge_resnet.bundle.create import BundleSpec, create_bundle
+
+    folder = tmp_path / "heldout" / "cat"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8) for i in range(3)]
+    for i, img in enumerate(pixels):
+        Image.fromarray(img).save(folder / f"{i}.png")
+    model = write_tiny_model(tmp_path / "m.onnx")
+    create_bundle(BundleSpec(name="tiny", version="1.0.0", models=[model], key=fleet[0],
+                             out=tmp_path / "b.bundle", golden_images=tmp_path / "heldout",
+                             golden_count=2))
+    from edge_resnet.bundle.install import InstallOptions, install
+    from edge_resnet.bundle.signing import load_certificate
+
+    release = install(tmp_path / "b.bundle", load_certificate(fleet[1]), tmp_path / "root",
+                      InstallOptions())
+    golden = load_golden(release.path / release.manifest.golden)
+    assert len(golden.images) == 2 and golden.expected.shape == (2, 3)
+    stored = {img.tobytes() for img in golden.images}
+    assert stored <= {img.tobytes() for img in pixels}
