@@ -22,6 +22,8 @@ __all__ = ["BatchProfile", "BuildArtifacts", "BuildPlan", "BuildRequest", "OnnxA
            "PlanError", "plan_build"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# Calibrator classes the builder instantiates to read a cache (its header must name one).
+BUILD_CALIBRATORS = ("EntropyCalibration2", "MinMaxCalibration")
 
 
 class PlanError(InputError):
@@ -198,6 +200,10 @@ def _check_cache(artifacts: BuildArtifacts, version: tv.TrtVersion) -> str:
     expected = tv.cache_version(version)
     if header is None:
         raise PlanError(f"{artifacts.calibration_cache} has no TRT-<version>-<calibrator> header")
+    if header[1] not in BUILD_CALIBRATORS:
+        raise PlanError(f"calibration cache header names {header[1]}; engines are built with "
+                        f"{' or '.join(BUILD_CALIBRATORS)} caches: rewrite it with `edge-resnet "
+                        "calibrate ... --cache-calibrator entropy2`")
     if header[0] != expected:
         raise PlanError(
             f"calibration cache header says TensorRT {header[0]}, the target runs {expected}: "
