@@ -45,7 +45,8 @@ def _create(args: argparse.Namespace) -> int:
             tolerance[precision] = float(value)
         except ValueError:
             raise InputError(f"--tolerance {item!r}: {value!r} is not a number") from None
-    engines = [(k, Path(v)) for k, v in (_pair(e, "--engine") for e in args.engine)]
+    engines = [(k, Path(v)) for k, v in (_pair(e, "--engine") if "=" in e else ("", e)
+                                         for e in args.engine)]
     spec = BundleSpec(
         name=args.name, version=args.version, models=[Path(m) for m in args.model],
         key=Path(args.key), out=Path(args.out), engines=engines, gallery=args.gallery,
@@ -187,8 +188,10 @@ def _add_host(sub: Any) -> None:
     p.add_argument("--version", required=True, help="semantic version, e.g. 1.4.0")
     p.add_argument("--model", action="append", required=True,
                    help="ONNX model (repeat; the first is the one the runtime runs)")
-    p.add_argument("--engine", action="append", default=[], metavar="KEY=PATH",
-                   help="prebuilt engine under its engine-cache key (repeat)")
+    p.add_argument("--engine", action="append", default=[], metavar="[KEY=]PATH",
+                   help="prebuilt engine (repeat): from `edge-resnet build` (its .json sidecar "
+                        "gives the cache key and precision), or KEY=PATH with a key naming "
+                        "the precision")
     p.add_argument("--gallery", type=Path)
     p.add_argument("--device", action="append", default=[], help="target device profile")
     p.add_argument("--golden-images", type=Path, help="folder of images for the health check "

@@ -50,7 +50,8 @@ class BundleSpec:
     models: Sequence[Path]
     key: Path
     out: Path
-    engines: Sequence[Tuple[str, Path]] = ()  # (engine cache key, engine file)
+    # (engine key, engine file); key "" = read it from the engine cache's sidecar (<file>.json)
+    engines: Sequence[Tuple[str, Path]] = ()
     gallery: Optional[Path] = None
     devices: Sequence[str] = ()
     golden_images: Optional[Path] = None
@@ -196,6 +197,23 @@ def _payload(path: Path, role: str, precision: Optional[str] = None,
                    precision, engine_key)
 
 
+def _engine_payloads(key: str, path: Path) -> List[Tuple[Payload, Path]]:
+    """An engine (and, from the engine cache, its sidecar) under its cache key."""
+    if key:
+        return [(_payload(path, "engine", _engine_precision(key), key), path)]
+    from edge_resnet.engine.cache import read_sidecar
+    from edge_resnet.fingerprints import sha256_json
+
+    record = read_sidecar(path)
+    precision = str(record["key"].get("precision"))
+    if precision not in PRECISIONS:
+        raise InputError(f"{path}: engine precision {precision!r} is not one of {PRECISIONS}")
+    key = sha256_json(record["key"])
+    sidecar = path.with_name(path.name + ".json")
+    return [(_payload(path, "engine", precision, key), path),
+            (_payload(sidecar, "engine", precision, key), sidecar)]
+
+
 def _engine_precision(key: str) -> str:
     """The precision an engine cache key names (keys carry it, like jetson-inference's)."""
     tokens = set(key.lower().replace("-", ".").replace("_", ".").split("."))
@@ -236,8 +254,8 @@ def _create(spec: BundleSpec, key: Any, tmp: Path) -> Manifest:
     if spec.int8_weights:
         models, int8_weights = _int8_weight_models(models, tmp)
     files = [(_payload(p, "model", prec), p) for p, (prec, _) in models]
-    files += [(_payload(Path(p), "engine", _engine_precision(k), k), Path(p))
-              for k, p in spec.engines]
+    for engine_key, engine in spec.engines:
+        files.extend(_engine_payloads(engine_key, Path(engine)))
     if spec.gallery is not None:
         files.append((_payload(Path(spec.gallery), "gallery"), Path(spec.gallery)))
     reference = Path(spec.reference) if spec.reference else next(

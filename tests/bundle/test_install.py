@@ -256,3 +256,32 @@ def test_golden_images_from_a_folder(tmp_path: Path, fleet: Fleet) -> None:
     assert len(golden.images) == 2 and golden.expected.shape == (2, 3)
     stored = {img.tobytes() for img in golden.images}
     assert stored <= {img.tobytes() for img in pixels}
+
+
+def test_engine_from_the_engine_cache_carries_its_sidecar_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture, fleet: Fleet) -> None:
+    from edge_resnet.engine.cache import SIDECAR_FORMAT
+    from edge_resnet.fingerprints import sha256_json
+
+    engine = tmp_path / "tiny.orin-nx-16gb.trt10.3.fp16.GPU.b1-1-1.abc.engine"
+    engine.write_bytes(os.urandom(2000))
+    key = {"model_sha256": "0" * 64, "device": "orin-nx-16gb", "tensorrt": "10.3",
+           "precision": "fp16", "compute_capability": "8.7"}
+    (tmp_path / (engine.name + ".json")).write_text(json.dumps(
+        {"format": SIDECAR_FORMAT, "key": key, "plan": {}}))
+    model = write_tiny_model(tmp_path / "m.onnx")
+    code, _, err = run(capsys, "bundle", "create", "--name", "tiny", "--version", "1.0.0",
+                       "--model", model, "--engine", engine, "--key", fleet[0], "--out",
+                       tmp_path / "b.bundle")
+    assert code == 0, err
+    code, _, err = run(capsys, "bundle", "install", tmp_path / "b.bundle", "--cert", fleet[1],
+                       "--root", tmp_path / "root")
+    assert code == 0, err
+    engines = active_release(tmp_path / "root").manifest.by_role("engine")
+    assert [e.path for e in engines] == [f"engines/{engine.name}", f"engines/{engine.name}.json"]
+    assert {(e.engine_key, e.precision) for e in engines} == {(sha256_json(key), "fp16")}
+    (tmp_path / "bare.engine").write_bytes(b"x")
+    code, _, err = run(capsys, "bundle", "create", "--name", "tiny", "--version", "1.0.1",
+                       "--model", model, "--engine", tmp_path / "bare.engine", "--key",
+                       fleet[0], "--out", tmp_path / "c.bundle")
+    assert code == 2 and "has no sidecar" in err
