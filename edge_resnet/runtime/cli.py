@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
                     "file://clip.mp4 or clip.mp4, an image folder or glob, gst://<pipeline>. "
                     "OUTPUT: - (JSON Lines on stdout, default), out.jsonl, out.mp4/.avi "
                     "(annotated), display://0.")
-    run.add_argument("model", help="edge-resnet ONNX model")
+    run.add_argument("model", help="edge-resnet ONNX model (a .pt checkpoint with --backend "
+                                   "pytorch)")
     run.add_argument("source", help="source URI")
     run.add_argument("outputs", nargs="*", default=["-"], help="output URIs (several allowed)")
     _add_backend(run)
