@@ -114,7 +114,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _labels(stdout: str) -> List[str]:
-    return [json.loads(line)["label"] for line in stdout.splitlines() if line.strip()]
+    """Top-1 labels of the result lines (other event lines, such as run start/end, skipped)."""
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return [e["label"] for e in events if e.get("type", "result") == "result" and "label" in e]
 
 
 @gpu
@@ -134,6 +136,29 @@ def test_run_cli_with_gpu_preprocessing(random_checkpoint: Path, digits_dirs: An
     gpu_labels, cpu_labels = _labels(gpu_run.stdout), _labels(cpu_run.stdout)
     assert len(gpu_labels) == len(cpu_labels) == 24
     assert sum(a == b for a, b in zip(gpu_labels, cpu_labels)) >= 22  # near-ties may flip
+
+
+@gpu
+def test_run_cli_trained_digits_on_cuda(digits_checkpoint: Path, digits_dirs: Any,
+                                        tmp_path: Path) -> None:
+    """The trained digits model, FP16 on CUDA with GPU preprocessing, classifies the video
+    like the CPU backend with CPU preprocessing."""
+    from fixtures import load_labeled_images
+
+    frames, labels = digit_frames(load_labeled_images(digits_dirs.test_dir), 24)
+    video = write_video(tmp_path / "d.avi", frames)
+    gpu_run = _run_cli(str(digits_checkpoint), str(video), "--backend", "pytorch", "--device",
+                       "cuda", "--precision", "fp16", "--preprocess", "gpu",
+                       "--stats-interval", "0")
+    cpu_run = _run_cli(str(digits_checkpoint), str(video), "--backend", "pytorch", "--device",
+                       "cpu", "--stats-interval", "0")
+    assert gpu_run.returncode == 0, gpu_run.stderr
+    assert cpu_run.returncode == 0, cpu_run.stderr
+    gpu_labels, cpu_labels = _labels(gpu_run.stdout), _labels(cpu_run.stdout)
+    assert len(gpu_labels) == len(cpu_labels) == 24
+    assert sum(a == b for a, b in zip(gpu_labels, cpu_labels)) >= 23  # fp16 may flip a near-tie
+    assert sum(p == str(t) for p, t in zip(gpu_labels, labels)) >= \
+        sum(p == str(t) for p, t in zip(cpu_labels, labels)) - 1
 
 
 def test_preprocess_gpu_on_a_cpu_backend_is_refused(random_checkpoint: Path, digits_dirs: Any,
