@@ -39,7 +39,8 @@ def _results(path: Path) -> List[Dict[str, object]]:
     if not path.exists():
         return []
     lines = path.read_text().splitlines()[:-1]  # the last line may be half written
-    return [json.loads(line) for line in lines if line.strip()]
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in records if "topk" in r]  # results (not run start/end records)
 
 
 def test_run_commits_after_frames_and_reloads_on_sighup(
