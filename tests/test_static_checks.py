@@ -23,7 +23,8 @@ DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing"
                   "edge_resnet.bundle.archive", "edge_resnet.bundle.health",
                   "edge_resnet.bundle.cli", "edge_resnet.devices.cli", "edge_resnet.engine.builder",
                   "edge_resnet.backends.tensorrt", "edge_resnet.cuda", "edge_resnet.cuda.preprocess",
-                  "edge_resnet.backends.pytorch"]
+                  "edge_resnet.backends.pytorch",
+                  "edge_resnet.runtime.service", "edge_resnet.runtime.prometheus"]
 
 
 def _tool(name: str) -> str:

@@ -68,7 +68,22 @@ def register(subparsers: Any) -> None:
     run.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     run.add_argument("--reconnect-attempts", type=_positive_int,
                      help="give up after N reconnects of a lost live source (default: never)")
-    run.add_argument("--metrics-json", help="write the final metrics summary to this file")
+    run.add_argument("--metrics-json",
+                     help="metrics summary file, rewritten atomically every --metrics-interval "
+                          "s and at the end (also when the run fails)")
+    run.add_argument("--metrics-interval", type=float, default=5.0,
+                     help="seconds between --metrics-json rewrites (0: only at the end)")
+    run.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics on this port (0: any free port)")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address the metrics server binds (default 127.0.0.1: this host "
+                          "only; 0.0.0.0 exposes it)")
+    run.add_argument("--camera-id", help="camera name put into every event and the metrics")
+    run.add_argument("--model-name", help="model name for events/metrics (default: file name)")
+    run.add_argument("--model-version", help="model version for events/metrics")
+    run.add_argument("--freeze-timeout", type=float, default=5.0,
+                     help="live sources: seconds without a new (non-identical) frame before "
+                          "the source counts as frozen and is reconnected (0: off)")
     run.add_argument("--device", default=None,
                      help="pytorch backend: auto (default), cpu, cuda or cuda:N")
     run.add_argument("--precision", default=None, choices=["fp32", "fp16"],
@@ -108,10 +123,12 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.capture import Backoff
+    from edge_resnet.runtime.logs import configure_logging
     from edge_resnet.runtime.pipeline import PipelineConfig
     from edge_resnet.runtime.service import build_pipeline, run_until_signal
     from edge_resnet.runtime.sources import SourceOptions
 
+    configure_logging(bool(getattr(args, "verbose", False)))
     options = SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop,
                             realtime=args.realtime)
     config = PipelineConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, top_k=args.top_k,
@@ -119,14 +136,18 @@ def _run(args: argparse.Namespace) -> int:
                             match_threshold=args.match_threshold,
                             stats_interval_s=args.stats_interval, max_frames=args.max_frames,
                             backoff=Backoff(attempts=args.reconnect_attempts),
-                            preprocess=args.preprocess)
+                            preprocess=args.preprocess,
+                            freeze_timeout_s=args.freeze_timeout)
     backend_options = {key: value for key, value in (("device", args.device),
                                                      ("precision", args.precision))
                        if value is not None}
     pipeline = build_pipeline(args.model, args.source, args.outputs, backend=args.backend,
                               threads=args.threads, source_options=options, config=config,
-                              gallery=args.gallery, backend_options=backend_options)
-    run_until_signal(pipeline, metrics_json=args.metrics_json)
+                              gallery=args.gallery, backend_options=backend_options,
+                              camera_id=args.camera_id,
+                              model_name=args.model_name, model_version=args.model_version)
+    run_until_signal(pipeline, metrics_json=args.metrics_json, metrics_port=args.metrics_port,
+                     metrics_host=args.metrics_host, metrics_interval_s=args.metrics_interval)
     return 0
 
 

@@ -8,11 +8,12 @@ reported trtexec-style (p50/p90/p99). Device side: Python 3.8, no torch.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,8 +21,11 @@ __all__ = ["PipelineMetrics", "percentiles", "format_line", "format_summary"]
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("captured", "dropped", "processed", "corrupt", "reconnects", "batches")
+COUNTERS = ("captured", "dropped", "processed", "corrupt", "repeated", "outages", "reconnects",
+            "batches")
 STAGES = ("capture", "preprocess", "queue", "infer", "postprocess", "output", "end_to_end")
+# Histogram bucket bounds in ms (Prometheus-style cumulative counts over the whole run).
+BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
 
 
 def percentiles(samples: Sequence[float]) -> Dict[str, float]:
@@ -46,6 +50,11 @@ class PipelineMetrics:
         self._first_result: Optional[float] = None
         self._last_result: Optional[float] = None
         self._recent: Deque[float] = deque(maxlen=window)
+        self._hist: Dict[str, List[int]] = {}
+        self._hist_sum: Dict[str, float] = {}
+        self.source_up = True
+        self._down_since: Optional[float] = None   # perf_counter of the last frame before
+        self._last_frame: Optional[float] = None   # perf_counter of the newest new frame
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -54,10 +63,35 @@ class PipelineMetrics:
     def observe(self, stage: str, ms: float) -> None:
         with self._lock:
             self._lat.setdefault(stage, deque(maxlen=4096)).append(ms)
+            self._bucket(stage, ms)
 
-    def add_outage(self, seconds: float) -> None:
+    def _bucket(self, stage: str, ms: float) -> None:
+        counts = self._hist.setdefault(stage, [0] * (len(BUCKETS_MS) + 1))
+        counts[bisect.bisect_left(BUCKETS_MS, ms)] += 1
+        self._hist_sum[stage] = self._hist_sum.get(stage, 0.0) + ms
+
+    def frame_arrived(self, t: float) -> None:
+        """A new (not repeated) frame arrived at perf_counter time ``t``: the frame age clock."""
         with self._lock:
-            self._outage_s += seconds
+            self._last_frame = t
+
+    def source_down(self, last_frame: float) -> None:
+        """The source stopped delivering; ``last_frame`` is when its last new frame came."""
+        with self._lock:
+            self.source_up = False
+            self._down_since = last_frame
+            self._counts["outages"] += 1
+
+    def source_back(self, outage_s: float) -> None:
+        with self._lock:
+            self.source_up = True
+            self._down_since = None
+            self._outage_s += outage_s
+
+    def histograms(self) -> Dict[str, Tuple[List[int], float]]:
+        """Per stage: counts per bucket of :data:`BUCKETS_MS` (+inf last) and the sum in ms."""
+        with self._lock:
+            return {k: (list(v), self._hist_sum[k]) for k, v in self._hist.items()}
 
     def result(self, t_capture: float) -> None:
         """One frame finished: count it and record capture-to-result latency."""
@@ -65,6 +99,7 @@ class PipelineMetrics:
         with self._lock:
             self._counts["processed"] += 1
             self._lat["end_to_end"].append((now - t_capture) * 1000.0)
+            self._bucket("end_to_end", (now - t_capture) * 1000.0)
             if self._first_result is None:
                 self._first_result = now
             self._last_result = now
@@ -92,17 +127,25 @@ class PipelineMetrics:
             lat = {name: list(values) for name, values in self._lat.items()}
             first, last, outage = self._first_result, self._last_result, self._outage_s
             recent = [t for t in self._recent if now - t <= 5.0]
+            down_since, last_frame, up = self._down_since, self._last_frame, self.source_up
+        if down_since is not None:   # an outage in progress counts up to now
+            outage += max(0.0, now - down_since)
         processed = counts["processed"]
         span = (last - first) if first is not None and last is not None else 0.0
         fps = (processed - 1) / span if processed > 1 and span > 0 else 0.0
+        live_span = span - min(outage, span)
+        fps_live = (processed - 1) / live_span if processed > 1 and live_span > 0 else 0.0
         recent_fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and \
             recent[-1] > recent[0] else 0.0
         return {
             "elapsed_s": now - self._start,
             "fps": fps,
+            "fps_live": fps_live,
             "recent_fps": recent_fps,
             "counts": counts,
             "outage_s": outage,
+            "source_up": up,
+            "frame_age_s": (now - last_frame) if last_frame is not None else None,
             "latency_ms": {name: percentiles(values) for name, values in lat.items() if values},
         }
 
@@ -111,9 +154,11 @@ def format_summary(snap: Dict[str, Any], title: str = "pipeline") -> str:
     """Human-readable multi-line summary of :meth:`PipelineMetrics.snapshot`."""
     c = snap["counts"]
     lines: List[str] = [
-        f"{title}: {snap['fps']:.1f} FPS over {snap['elapsed_s']:.1f}s | captured {c['captured']}"
+        f"{title}: {snap['fps']:.1f} FPS overall, {snap['fps_live']:.1f} FPS while the source was"
+        f" live, over {snap['elapsed_s']:.1f}s | captured {c['captured']}"
         f" processed {c['processed']} dropped {c['dropped']} corrupt {c['corrupt']}"
-        f" reconnects {c['reconnects']} (outage {snap['outage_s']:.1f}s)",
+        f" repeated {c['repeated']} outages {c['outages']} reconnects {c['reconnects']}"
+        f" (outage {snap['outage_s']:.1f}s)",
         f"  {'stage':<12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'n':>8}",
     ]
     for stage, p in snap["latency_ms"].items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from abc import ABC, abstractmethod
+from abc import ABC
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional
 
@@ -22,16 +22,31 @@ from edge_resnet.io_utils import ensure_parent
 from edge_resnet.runtime.capture import Frame
 from edge_resnet.runtime.postprocess import Classification
 
-__all__ = ["Output", "JsonlOutput", "VideoOutput", "DisplayOutput", "create_output", "event"]
+__all__ = ["Output", "JsonlOutput", "VideoOutput", "DisplayOutput", "create_output",
+           "result_fields", "output_path"]
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
 
-def event(frame: Frame, result: Classification, latency_ms: float, source: str) -> Dict[str, Any]:
-    """The JSON event of one frame (the JSONL schema; documented in docs/runtime.md)."""
+def output_path(target: str) -> Path:
+    """``target`` as a Path whose parent folder exists (created if needed), or an
+    :class:`InputError` naming what is in the way (a file where a folder must be, no
+    permission) instead of an OSError traceback."""
+    try:
+        return ensure_parent(target)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in Path(target).parents if p.exists() and not p.is_dir()), None)
+        raise InputError(f"cannot write output {target}: {blocker or exc.filename} is a file, "
+                         "not a folder; choose another output path") from exc
+    except PermissionError as exc:
+        raise InputError(f"cannot write output {target}: no permission to create "
+                         f"{exc.filename}; choose a writable path") from exc
+
+
+def result_fields(frame: Frame, result: Classification, latency_ms: float) -> Dict[str, Any]:
+    """The fields of one ``result`` event (the envelope comes from :class:`EventLog`)."""
     data: Dict[str, Any] = {
-        "timestamp": round(frame.timestamp, 6), "frame": frame.index, "source": source,
-        "label": result.label, "prob": round(result.prob, 6),
+        "frame": frame.index, "label": result.label, "prob": round(result.prob, 6),
         "topk": [{"label": t["label"], "index": t["index"], "prob": round(t["prob"], 6)}
                  for t in result.topk],
         "latency_ms": round(latency_ms, 3),
@@ -43,32 +58,38 @@ def event(frame: Frame, result: Classification, latency_ms: float, source: str) 
 
 
 class Output(ABC):
-    """Base output: ``write`` one result, ``close`` flushes. ``needs_frame`` keeps pixels."""
+    """Base output: ``write`` gets frames with their result (video, windows), ``write_event``
+    every stamped event (JSONL); ``close`` flushes. ``needs_frame`` keeps the pixels."""
 
     needs_frame = False
 
-    @abstractmethod
     def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
-        ...
+        """One processed frame (outputs that draw on frames)."""
+
+    def write_event(self, data: Dict[str, Any]) -> None:
+        """One stamped event (outputs that log events)."""
 
     def close(self) -> None:
         pass
 
 
 class JsonlOutput(Output):
-    """One JSON object per line, written with one call and flushed, to stdout or a file."""
+    """One JSON object per line, written with one call and flushed, to stdout or a file.
 
-    def __init__(self, target: str, source: str) -> None:
-        self.source = source
+    Files are appended to (a restarted service keeps its history); every run starts with a
+    ``run_start`` event, so runs never silently run into each other.
+    """
+
+    def __init__(self, target: str) -> None:
         self._own = target not in ("-", "stdout")
         if self._own:
-            self._fh: IO[str] = open(ensure_parent(target), "a", encoding="utf-8")
+            self._fh: IO[str] = open(output_path(target), "a", encoding="utf-8")
         else:
             self._fh = sys.stdout
         self.target = target
 
-    def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
-        self._fh.write(json.dumps(event(frame, result, latency_ms, self.source)) + "\n")
+    def write_event(self, data: Dict[str, Any]) -> None:
+        self._fh.write(json.dumps(data) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -101,7 +122,7 @@ class VideoOutput(Output):
     needs_frame = True
 
     def __init__(self, path: str, fps: Optional[float] = None) -> None:
-        self.path = ensure_parent(path)
+        self.path = output_path(path)
         codec = VIDEO_SUFFIXES.get(self.path.suffix.lower())
         if codec is None:
             raise InputError(f"video output {path}: use one of {sorted(VIDEO_SUFFIXES)}")
@@ -159,20 +180,20 @@ class DisplayOutput(Output):
             pass
 
 
-def create_output(uri: str, source: str, fps: Optional[float]) -> Output:
+def create_output(uri: str, fps: Optional[float] = None) -> Output:
     """Pick an output from its URI (see module docstring)."""
     text = uri.strip()
     if text in ("-", "stdout", "jsonl://-", "jsonl://stdout"):
-        return JsonlOutput("-", source)
+        return JsonlOutput("-")
     if text.startswith("display://"):
         return DisplayOutput()
     location = text[len("file://"):] if text.startswith("file://") else text
     if location.startswith("jsonl://"):
         location = location[len("jsonl://"):]
-        return JsonlOutput(location, source)
+        return JsonlOutput(location)
     suffix = Path(location).suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return JsonlOutput(location, source)
+        return JsonlOutput(location)
     if suffix in VIDEO_SUFFIXES:
         return VideoOutput(location, fps)
     raise InputError(f"unknown output {uri!r}; use - (JSONL on stdout), out.jsonl, out.mp4, "

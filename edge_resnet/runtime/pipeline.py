@@ -26,7 +26,8 @@ from edge_resnet.runtime.capture import (Backoff, CaptureThread, Frame, FrameCha
                                          lower_thread_priority)
 from edge_resnet.runtime.gallery import Gallery, match_threshold
 from edge_resnet.runtime.metrics import PipelineMetrics, format_line
-from edge_resnet.runtime.outputs import Output, VideoOutput, close_all
+from edge_resnet.runtime.events import EventLog, ModelInfo
+from edge_resnet.runtime.outputs import Output, VideoOutput, close_all, result_fields
 from edge_resnet.runtime.postprocess import Postprocessor
 from edge_resnet.runtime.sources import VideoSource
 
@@ -58,6 +59,9 @@ class PipelineConfig:
     # where frames are resized/normalised: "gpu" (into the backend's device input; needs a
     # backend with ``gpu_frames``, e.g. pytorch on CUDA), "cpu", or "auto" (gpu when it can)
     preprocess: str = "auto"
+    # live sources: no new (non-identical) frame for this long is a frozen source, handled
+    # as an outage (event, metric, reconnect); 0 turns the check off
+    freeze_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -74,7 +78,8 @@ class Pipeline:
 
     def __init__(self, backend: Backend, source: VideoSource, outputs: List[Output],
                  config: Optional[PipelineConfig] = None, gallery: Optional[Gallery] = None,
-                 metrics: Optional[PipelineMetrics] = None) -> None:
+                 metrics: Optional[PipelineMetrics] = None,
+                 events: Optional[EventLog] = None) -> None:
         self.backend = backend
         self.spec = backend.spec
         self.source = source
@@ -84,6 +89,9 @@ class Pipeline:
         if gallery is not None:
             gallery.check_model(self.spec)
         self.metrics = metrics or PipelineMetrics()
+        self.events = events or EventLog(source.describe(),
+                                         ModelInfo.from_file(backend.info.model_path))
+        self.events.sinks = list(outputs)
         self.post = Postprocessor(self.spec.labels, self.config.top_k, self.config.smoothing,
                                   self.config.threshold)
         self._keep_frames = any(o.needs_frame for o in outputs)
@@ -106,7 +114,12 @@ class Pipeline:
         self.capture = CaptureThread(self.source, self.metrics, capacity=self.config.queue_size,
                                      backoff=self.config.backoff,
                                      max_frames=self.config.max_frames,
-                                     niceness=self.config.io_niceness)
+                                     niceness=self.config.io_niceness,
+                                     freeze_timeout=self.config.freeze_timeout_s,
+                                     on_status=self._on_status)
+        self.events.run_start({"backend": self.backend.info.name,
+                               "precision": self.backend.info.precision,
+                               "live": self.source.live})
         channel = self.capture.channel
         stages: List[Tuple[str, Callable[[], None]]] = [
             ("preprocess", lambda: self._preprocess_loop(channel)), ("infer", self._infer_loop),
@@ -290,7 +303,15 @@ class Pipeline:
                 frames, output = item
                 self._emit(frames, output, threshold)
         finally:
-            close_all(self.outputs)
+            try:
+                self.events.emit("run_end", {"counts": self.metrics.counts(),
+                                             "failed": self._failed.is_set()})
+            finally:
+                close_all(self.outputs)
+
+    def _on_status(self, kind: str, fields: Dict[str, Any]) -> None:
+        """Source status from the capture thread (``source_down`` / ``source_up``)."""
+        self.events.emit(kind, fields)
 
     def _emit(self, frames: List[Frame], output: InferenceOutput, threshold: float) -> None:
         t0 = time.perf_counter()
@@ -305,6 +326,8 @@ class Pipeline:
         fps = self.metrics.snapshot_fps()
         for frame, result in zip(frames, results):
             latency = (time.perf_counter() - frame.t_capture) * 1000.0
+            self.events.emit("result", result_fields(frame, result, latency),
+                             wall=frame.timestamp, monotonic=frame.monotonic)
             for out in self.outputs:
                 out.write(frame, result, latency, fps)
             self.metrics.result(frame.t_capture)

@@ -21,6 +21,8 @@ import numpy as np
 
 from edge_resnet.core import DataError, DependencyError, InputError, SourceError
 from edge_resnet.images import IMAGE_EXTENSIONS, read_image
+from edge_resnet.runtime.diagnose import diagnose_open_failure, probe_source
+from edge_resnet.runtime.events import redact
 
 __all__ = ["SourceOptions", "SourceURI", "VideoSource", "CvSource", "ImageSequenceSource",
            "create_source", "parse_uri", "gstreamer_available", "csi_pipeline"]
@@ -74,7 +76,7 @@ def parse_uri(uri: str) -> SourceURI:
         table = {"csi": "csi", "v4l2": "v4l2", "rtsp": "rtsp", "rtsps": "rtsp", "http": "http",
                  "https": "http", "file": "file", "gst": "gst"}
         if scheme not in table:
-            raise InputError(f"unknown source scheme {scheme!r} in {text!r}; use one of "
+            raise InputError(f"unknown source scheme {scheme!r} in {redact(text)!r}; use one of "
                              "csi://, v4l2://, rtsp://, http://, file://, gst://")
         kind = table[scheme]
         location = text if kind in ("rtsp", "http") else rest
@@ -153,6 +155,10 @@ class VideoSource(ABC):
         """Step over a frame that could not be decoded; False when the source cannot."""
         return False
 
+    def probe(self) -> Optional[bool]:
+        """Cheap reachability check while reconnecting: True/False, or None if unknown."""
+        return None
+
     def rewind(self) -> bool:
         """Go back to the first frame (for --loop); False when the source cannot."""
         self.close()
@@ -164,7 +170,8 @@ class VideoSource(ABC):
         ...
 
     def describe(self) -> str:
-        return self.uri.uri
+        """The URI with credentials redacted: safe for logs, events and metrics."""
+        return redact(self.uri.uri)
 
 
 class CvSource(VideoSource):
@@ -174,6 +181,13 @@ class CvSource(VideoSource):
         super().__init__(uri, options)
         self._cap: Any = None
         self.position = 0
+        # files: the decoder's index of the last frame handed out. After a seek over a damaged
+        # frame FFmpeg can land on (and re-decode) frames it already gave; such a frame is
+        # stale, never a new result, and means the rest of the file cannot be reached.
+        self.last_decoded = -1
+        self.damaged = False
+        self.delivered = 0      # frames handed out in this pass (files: lost = count - this)
+        self.skipped = 0        # seeks over frames that failed to decode in this pass
 
     def _target(self, cv2: Any) -> "tuple[Any, int]":
         kind, loc = self.uri.kind, self.uri.location
@@ -204,15 +218,18 @@ class CvSource(VideoSource):
             self._apply_camera_options(cv2, cap)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open source {self.uri.uri}: OpenCV could not open "
-                              f"{target!r}; check that it exists, is reachable and is a "
-                              "video/camera this OpenCV can decode")
+            raise SourceError(f"cannot open source {self.describe()}: "
+                              f"{diagnose_open_failure(self.uri)}")
         self._cap = cap
-        self.position = 0
+        self._reset_pass()
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.frame_rate = float(fps) if fps and 0 < fps < 1000 else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 and not self.live else None
+
+    def _reset_pass(self) -> None:
+        self.position, self.last_decoded, self.damaged, self.delivered, self.skipped = \
+            0, -1, False, 0, 0
 
     def _apply_camera_options(self, cv2: Any, cap: Any) -> None:
         opts = self.options
@@ -228,25 +245,38 @@ class CvSource(VideoSource):
         if self._cap is None:
             if self.live:  # lost and not reopened yet: the capture loop reconnects
                 return None
-            raise SourceError(f"source {self.uri.uri} is not open")
+            raise SourceError(f"source {self.describe()} is not open")
         ok, frame = self._cap.read()
         if not ok or frame is None:
             return None
+        if not self.live:
+            decoded = int(self._cap.get(_import_cv2().CAP_PROP_POS_FRAMES)) - 1
+            if decoded <= self.last_decoded:   # a repeat of a frame already handed out
+                self.damaged = True
+                return None
+            self.last_decoded = decoded
+            self.position = decoded
         self.position += 1
+        self.delivered += 1
         if frame.ndim == 2:
             frame = np.repeat(frame[:, :, None], 3, axis=2)
         return frame
 
+    def probe(self) -> Optional[bool]:
+        return probe_source(self.uri)
+
     def skip(self) -> bool:
         """Step over an undecodable frame of a file (seek to the next one); False if it cannot."""
         cv2 = _import_cv2()
-        if self._cap is None or self.live:
+        if self._cap is None or self.live or self.damaged:
             return False
         self.position += 1
+        self.skipped += 1
         return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.position))
 
     def rewind(self) -> bool:
         cv2 = _import_cv2()
+        self._reset_pass()
         if self._cap is not None and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
             self.position = 0
             return True

@@ -28,7 +28,7 @@ def test_sigterm_leaves_a_complete_jsonl(digits_onnx: Path, digits_video: Tuple[
                     "--metrics-json", str(metrics), "--stats-interval", "0")
     try:
         deadline = time.monotonic() + 60
-        while not out.exists() or len(out.read_text().splitlines()) < 20:
+        while not out.exists() or len(out.read_text().splitlines()) < 21:
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "no events within 60 s"
             time.sleep(0.1)
@@ -40,7 +40,10 @@ def test_sigterm_leaves_a_complete_jsonl(digits_onnx: Path, digits_video: Tuple[
     assert proc.returncode == 0, stderr
     text = out.read_text()
     assert text.endswith("\n")
-    events = [json.loads(line) for line in text.splitlines()]   # every line is whole JSON
+    lines = [json.loads(line) for line in text.splitlines()]    # every line is whole JSON
+    assert [e["type"] for e in (lines[0], lines[-1])] == ["run_start", "run_end"]
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+    events = [e for e in lines if e["type"] == "result"]
     summary = json.loads(metrics.read_text())
     assert summary["stopped_by_signal"] is True
     assert len(events) == summary["counts"]["processed"] == summary["counts"]["captured"]

@@ -23,7 +23,9 @@ from media import digit_frames, read_video, write_video
 
 
 def _events(path: Path) -> List[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The result events of a JSONL file (run_start/run_end and source status left out)."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return [e for e in events if e["type"] == "result"]
 
 
 def test_video_results_equal_direct_inference(digits_onnx: Path, digits_video: Tuple[Path, list],
@@ -120,7 +122,7 @@ def test_realtime_file_drops_and_counts_add_up(digits_onnx: Path, digits_test_im
     sink = SlowSink()
     backend = load_backend("onnxruntime", digits_onnx, threads=2)
     source = create_source(str(video), SourceOptions(realtime=True, loop=2))
-    snap = Pipeline(backend, source, [create_output(str(out), "v", None), sink]).run()
+    snap = Pipeline(backend, source, [create_output(str(out), None), sink]).run()
     c = snap["counts"]
     assert c["captured"] == 120
     assert c["dropped"] >= 20
@@ -163,9 +165,10 @@ def test_gallery_from_another_model_is_refused(digits_onnx: Path, digits_video: 
                                                ) -> None:
     video, _ = digits_video
     backend = load_backend("onnxruntime", digits_onnx)
-    other = Gallery(names=["a"], embeddings=np.ones((1, 2048), np.float32), fingerprint="0" * 16)
+    other = Gallery(names=["a"], embeddings=np.full((1, 2048), 2048 ** -0.5, np.float32),
+                    fingerprint="0" * 16, counts=[1])
     with pytest.raises(ModelError, match="enrolled with another model"):
-        Pipeline(backend, create_source(str(video)), [create_output("-", "x", 25)],
+        Pipeline(backend, create_source(str(video)), [create_output("-", 25)],
                  gallery=other)
 
 

@@ -209,4 +209,4 @@ def test_corrupt_video_frame_is_skipped_and_counted(tmp_path: Path,
     counts = metrics.counts()
     assert (counts["captured"], counts["corrupt"]) == (39, 1)
     assert levels == [i for i in range(40) if i != 20]
-    assert "frame 20 of 40 cannot be decoded" in caplog.text
+    assert "decoding failed at frame 20 of 40" in caplog.text
