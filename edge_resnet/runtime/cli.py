@@ -8,7 +8,6 @@ Imports nothing heavy at registration so ``edge-resnet --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -60,6 +59,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--threshold", type=float, default=0.0,
                      help="below this top-1 probability the label is 'unknown'")
     run.add_argument("--gallery", help="identity gallery (.npz from `gallery enroll`)")
+    run.add_argument("--gallery-cert",
+                     help="fleet certificate: the gallery must carry a valid fleet signature")
     run.add_argument("--match-threshold", type=float,
                      help="cosine similarity to accept an identity (default: the gallery's "
                           "suggestion)")
@@ -95,13 +96,9 @@ def register(subparsers: Any) -> None:
 
     gallery = subparsers.add_parser("gallery", help="identity galleries for embedding matching")
     gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
-    enroll = gsub.add_parser("enroll", help="enrol one identity per subfolder of DIR")
-    enroll.add_argument("folder", help="folder with one subfolder of images per identity")
-    enroll.add_argument("--model", required=True, help="ONNX exported with features")
-    enroll.add_argument("--out", required=True, help="gallery file to write (.npz)")
-    enroll.add_argument("--batch", type=_positive_int, default=16)
-    _add_backend(enroll)
-    enroll.set_defaults(func=_enroll)
+    from edge_resnet.faceid.cli import add_gallery_commands
+
+    add_gallery_commands(gsub)  # enroll, eval, glyphs
     gallery.set_defaults(func=lambda args: (gallery.print_help(), 2)[1])
 
     bench = subparsers.add_parser(
@@ -144,23 +141,10 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(args.model, args.source, args.outputs, backend=args.backend,
                               threads=args.threads, source_options=options, config=config,
                               gallery=args.gallery, backend_options=backend_options,
-                              camera_id=args.camera_id,
+                              gallery_cert=args.gallery_cert, camera_id=args.camera_id,
                               model_name=args.model_name, model_version=args.model_version)
     run_until_signal(pipeline, metrics_json=args.metrics_json, metrics_port=args.metrics_port,
                      metrics_host=args.metrics_host, metrics_interval_s=args.metrics_interval)
-    return 0
-
-
-def _enroll(args: argparse.Namespace) -> int:
-    from edge_resnet.backends import load_backend
-    from edge_resnet.runtime.gallery import enroll
-
-    with load_backend(args.backend, args.model, threads=args.threads) as backend:
-        gallery = enroll(backend, args.folder, batch_size=args.batch)
-    gallery.save(args.out)
-    print(json.dumps({"gallery": args.out, "identities": len(gallery.names),
-                      "images": sum(gallery.counts),
-                      "suggested_match_threshold": round(gallery.suggested_threshold, 4)}))
     return 0
 
 

@@ -2,8 +2,12 @@
 
 Each identity is the L2-normalised mean of its images' L2-normalised pooled features; a query
 matches the identity of highest cosine similarity, or ``unknown`` below the threshold. The
-gallery file (.npz) stores names, embeddings and a fingerprint of the model that made them, so a
-gallery is never matched against embeddings of a different network.
+threshold comes from the enrolment images for a target false accept rate
+(:mod:`edge_resnet.faceid.threshold`: leave-one-out genuine scores, impostor scores between the
+enrolled identities), so it works with one photo per person. The gallery file (.npz, see
+:mod:`edge_resnet.faceid.galleryfile`) is validated field by field, hashed over everything that
+decides a match together with the fingerprint of the model that made it, and optionally signed
+with the fleet key, so a damaged, altered or foreign gallery is refused instead of matching.
 Device side: Python 3.8, no torch.
 """
 
@@ -14,26 +18,27 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from edge_resnet.backends.base import Backend
 from edge_resnet.core import DataError, InputError, ModelError, ModelSpec
+from edge_resnet.faceid import galleryfile as gf
+from edge_resnet.faceid.threshold import derive_threshold, unit_rows
 from edge_resnet.images import ImageFolder
 from edge_resnet.io_utils import atomic_path
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.postprocess import UNKNOWN
 
-__all__ = ["Gallery", "Match", "embed_images", "enroll", "l2_normalize", "spec_fingerprint",
-           "suggest_threshold"]
+__all__ = ["Gallery", "Match", "embed_images", "enroll", "group_by_identity", "l2_normalize",
+           "load_gallery_for", "match_threshold", "spec_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    return unit_rows(x)
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:
@@ -49,20 +54,40 @@ def spec_fingerprint(spec: ModelSpec) -> str:
 
 @dataclass(frozen=True)
 class Match:
+    """The decision for one query: ``identity`` (or ``unknown``), and the best candidate with
+    its similarity whatever the decision, so a reviewer sees how close a rejection was."""
+
     identity: str
     similarity: float
     best: str
+    threshold: float = 0.0
 
 
 @dataclass
 class Gallery:
-    """Enrolled identities: ``embeddings[i]`` (unit norm) belongs to ``names[i]``."""
+    """Enrolled identities: ``embeddings[i]`` (unit norm) belongs to ``names[i]``.
+
+    Construction validates every field (:func:`edge_resnet.faceid.galleryfile.validate`), so an
+    in-memory gallery is as trustworthy as a loaded one.
+    """
 
     names: List[str]
     embeddings: np.ndarray
     fingerprint: str
-    counts: List[int] = field(default_factory=list)
+    counts: List[int]
     suggested_threshold: float = 0.0
+    threshold_info: Dict[str, Any] = field(default_factory=dict)
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.suggested_threshold = float(self.suggested_threshold)
+        gf.validate(self.names, self.embeddings, self.counts, self.fingerprint,
+                    self.suggested_threshold, "gallery")
+
+    @property
+    def content_sha256(self) -> str:
+        return gf.content_digest(self.names, self.embeddings, self.counts, self.fingerprint,
+                                 self.suggested_threshold, self.threshold_info)
 
     def match(self, features: np.ndarray, threshold: float) -> List[Match]:
         """Best identity per row of ``features`` (N x D), ``unknown`` below ``threshold``."""
@@ -77,7 +102,7 @@ class Gallery:
             sim = float(row[j])
             name = self.names[int(j)]
             out.append(Match(identity=name if sim >= threshold else UNKNOWN, similarity=sim,
-                             best=name))
+                             best=name, threshold=threshold))
         return out
 
     def check_model(self, spec: ModelSpec) -> None:
@@ -88,32 +113,53 @@ class Gallery:
                              f"{self.fingerprint}, this model {found}); re-run "
                              "`edge-resnet gallery enroll` with this model")
 
-    def save(self, path: "str | Path") -> Path:
+    def save(self, path: "str | Path", sign_key: "str | Path | None" = None) -> Path:
+        """Write the gallery atomically, signed with the fleet key when ``sign_key`` is given."""
         path = Path(path)
         if path.suffix != ".npz":
             raise InputError(f"gallery file must end in .npz, got {path}")
+        digest = self.content_sha256
+        if sign_key is not None:
+            from edge_resnet.bundle.signing import load_private_key, sign_bytes
+
+            self.signature = sign_bytes(load_private_key(sign_key), gf.signed_message(digest))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, names=np.array(self.names), embeddings=self.embeddings,
-                         fingerprint=np.array(self.fingerprint), counts=np.array(self.counts),
-                         suggested_threshold=np.array(self.suggested_threshold))
+                np.savez(fh, format=np.array(gf.FORMAT), names=np.array(self.names, dtype=str),
+                         embeddings=self.embeddings, counts=np.array(self.counts, np.int64),
+                         fingerprint=np.array(self.fingerprint),
+                         threshold=np.array(self.suggested_threshold, np.float64),
+                         threshold_info=np.array(json.dumps(self.threshold_info,
+                                                            sort_keys=True)),
+                         content_sha256=np.array(digest),
+                         signature=np.frombuffer(self.signature, np.uint8))
         return path
 
     @classmethod
-    def load(cls, path: "str | Path") -> "Gallery":
+    def load(cls, path: "str | Path", certificate: "str | Path | None" = None) -> "Gallery":
+        """Read and check a gallery file: fields, content hash, and the signature when a fleet
+        certificate is given. Any failure is a :class:`GalleryFileError` naming the problem."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"gallery file {path} does not exist; create it with "
-                             "`edge-resnet gallery enroll`")
+        raw = gf.read_arrays(path)
+        stored = raw.pop("content_sha256")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(names=[str(n) for n in data["names"]],
-                           embeddings=data["embeddings"].astype(np.float32),
-                           fingerprint=str(data["fingerprint"]),
-                           counts=[int(c) for c in data["counts"]],
-                           suggested_threshold=float(data["suggested_threshold"]))
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"{path} is not an edge-resnet gallery: {exc}") from exc
+            gallery = cls(names=raw["names"], embeddings=raw["embeddings"],
+                          fingerprint=raw["fingerprint"], counts=raw["counts"],
+                          suggested_threshold=raw["threshold"],
+                          threshold_info=raw["threshold_info"], signature=raw["signature"])
+        except gf.GalleryFileError as exc:
+            raise gf.GalleryFileError(str(exc).replace("gallery:", f"{path}:", 1)) from None
+        if gallery.content_sha256 != stored:
+            raise gf.GalleryFileError(f"{path}: content hash mismatch: names, vectors, threshold "
+                                      "or model fingerprint were changed after enrolment; "
+                                      "re-enrol")
+        cert = None
+        if certificate is not None:
+            from edge_resnet.bundle.signing import load_certificate
+
+            cert = load_certificate(certificate)
+        gf.check_signature(gallery.signature, stored, cert, str(path))
+        return gallery
 
 
 def embed_images(backend: Backend, images: Sequence[np.ndarray], batch_size: int = 16,
@@ -125,71 +171,87 @@ def embed_images(backend: Backend, images: Sequence[np.ndarray], batch_size: int
         out = backend.infer(batch)
         if out.features is None:
             raise ModelError("this model has no features output; export it with features "
-                             "(export_onnx(..., with_features=True)) to use a gallery")
+                             "(`edge-resnet export --features`) to use a gallery")
         chunks.append(out.features.reshape(out.features.shape[0], -1))
-    return l2_normalize(np.concatenate(chunks))
+    feats = l2_normalize(np.concatenate(chunks))
+    if not np.isfinite(feats).all():
+        raise ModelError("the model produced NaN/infinite features; check the model file")
+    return feats
 
 
-def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16) -> Gallery:
-    """Enrol one identity per subfolder of ``folder``.
+def group_by_identity(folder: "str | Path") -> "Dict[str, List[Path]]":
+    """Image paths per identity (one subfolder each), names NFC-normalised.
 
-    ``suggested_threshold`` comes from the enrolment images alone: genuine scores are each
-    image's similarity to its own identity, impostor scores its best similarity to any other
-    identity (every enrolled identity plays the stranger for the others); the threshold
-    minimises false rejections + false acceptances over those two sets.
+    Two folders whose names differ only in Unicode form (``José`` typed composed or decomposed)
+    would be two gallery entries for one person: refused, naming both.
     """
     images = ImageFolder(folder, labeled=True)
     if not images.classes:
         raise DataError(f"{folder}: expected one subfolder per identity")
-    by_id: Dict[int, List[np.ndarray]] = {}
-    for record, rgb in images.iter_images():
-        by_id.setdefault(int(record.label or 0), []).append(rgb)
-    if images.skips.count:
-        log.warning("skipped %d unreadable images while enrolling", images.skips.count)
-    names: List[str] = []
-    feats: List[np.ndarray] = []
-    counts: List[int] = []
-    for idx, name in enumerate(images.classes):
-        imgs = by_id.get(idx)
+    by_name: Dict[str, List[Path]] = {}
+    origin: Dict[str, str] = {}
+    for idx, raw in enumerate(images.classes):
+        name = gf.normalize_name(raw)
+        if name in origin:
+            raise DataError(f"{folder}: folders {origin[name]!r} and {raw!r} are the same name "
+                            "in different Unicode forms; merge them into one folder")
+        origin[name] = raw
+        by_name[name] = [Path(r.path) for r in images.records if r.label == idx]
+    gf.check_names(list(by_name), str(folder))
+    return by_name
+
+
+def _embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_size: int
+                      ) -> "Dict[str, np.ndarray]":
+    from edge_resnet.images import read_image
+
+    feats: Dict[str, np.ndarray] = {}
+    skipped = 0
+    for name, paths in by_name.items():
+        imgs = []
+        for p in paths:
+            try:
+                imgs.append(read_image(p))
+            except DataError as exc:
+                skipped += 1
+                log.warning("skipping %s", exc)
         if not imgs:
             raise DataError(f"identity {name!r} has no readable image")
-        feats.append(embed_images(backend, imgs, batch_size))
-        names.append(name)
-        counts.append(len(imgs))
-    centres = l2_normalize(np.stack([f.mean(axis=0) for f in feats]))
-    return Gallery(names=names, embeddings=centres, counts=counts,
-                   fingerprint=spec_fingerprint(backend.spec),
-                   suggested_threshold=suggest_threshold(feats, centres))
+        feats[name] = embed_images(backend, imgs, batch_size)
+    if skipped:
+        log.warning("skipped %d unreadable images while enrolling", skipped)
+    return feats
 
 
-def suggest_threshold(feats: Sequence[np.ndarray], centres: np.ndarray) -> float:
-    """Threshold minimising FRR + FAR of genuine vs best-impostor similarities."""
-    genuine, impostor = [], []
-    for i, f in enumerate(feats):
-        sims = f @ centres.T
-        genuine.append(sims[:, i])
-        if len(centres) > 1:
-            impostor.append(np.delete(sims, i, axis=1).max(axis=1))
-    gen = np.concatenate(genuine)
-    if not impostor:
-        return float(np.quantile(gen, 0.05))
-    imp = np.concatenate(impostor)
-    candidates = np.unique(np.concatenate([gen, imp]))
-    frr = np.searchsorted(np.sort(gen), candidates, side="left") / len(gen)
-    far = 1.0 - np.searchsorted(np.sort(imp), candidates, side="left") / len(imp)
-    best = int(np.argmin(frr + far))
-    return float(candidates[best])
+def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,
+           target_far: float = 0.01) -> Gallery:
+    """Enrol one identity per subfolder of ``folder`` (one photo each is enough).
+
+    The threshold is chosen for ``target_far`` from impostor scores between the enrolled
+    identities and recorded with how it was derived (``threshold_info``).
+    """
+    feats = _embed_identities(backend, group_by_identity(folder), batch_size)
+    names = list(feats)
+    blocks = [feats[n] for n in names]
+    threshold, info = derive_threshold(blocks, target_far)
+    for warning in info["warnings"]:
+        log.warning("%s", warning)
+    centres = l2_normalize(np.stack([f.mean(axis=0) for f in blocks]))
+    return Gallery(names=names, embeddings=centres, counts=[len(f) for f in blocks],
+                   fingerprint=spec_fingerprint(backend.spec), suggested_threshold=threshold,
+                   threshold_info=info)
 
 
-def load_gallery_for(path: "str | Path", spec: ModelSpec) -> Gallery:
-    """Load a gallery and check it was enrolled with this model."""
-    gallery = Gallery.load(path)
+def load_gallery_for(path: "str | Path", spec: ModelSpec,
+                     certificate: "str | Path | None" = None) -> Gallery:
+    """Load a gallery (signature checked when a fleet certificate is given) for this model."""
+    gallery = Gallery.load(path, certificate)
     gallery.check_model(spec)
     return gallery
 
 
 def match_threshold(value: Optional[float], gallery: Gallery) -> float:
-    """The threshold to use: the user's, else the gallery's suggestion."""
+    """The threshold to use: the user's, else the gallery's (derived at enrolment)."""
     if value is None:
         return gallery.suggested_threshold
     if not -1.0 <= value <= 1.0:

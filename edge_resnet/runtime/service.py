@@ -39,11 +39,13 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
                    config: Optional[PipelineConfig] = None,
                    gallery: "str | Path | None" = None,
                    backend_options: Optional[Dict[str, Any]] = None,
+                   gallery_cert: "str | Path | None" = None,
                    camera_id: Optional[str] = None, model_name: Optional[str] = None,
                    model_version: Optional[str] = None) -> Pipeline:
     """Load the backend, parse the source and output URIs, and wire a :class:`Pipeline`.
 
     ``backend_options`` go to the backend besides ``threads`` (e.g. pytorch's ``device``).
+    ``gallery_cert`` (a fleet certificate) makes a gallery without a valid signature refused.
     ``camera_id``, ``model_name`` and ``model_version`` go into every event and the metrics
     (the model's name defaults to its file name, its version to none).
     Nothing runs until :meth:`Pipeline.run` / :meth:`Pipeline.start`.
@@ -53,7 +55,8 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
     engine: Backend = load_backend(backend, model, threads=threads, **(backend_options or {}))
     outs: List[Output] = []
     try:
-        gal = load_gallery_for(gallery, engine.spec) if gallery is not None else None
+        gal = load_gallery_for(gallery, engine.spec, gallery_cert) \
+            if gallery is not None else None
         fps = source_options.fps if source_options else None
         for uri in outputs:
             outs.append(create_output(uri, fps))
