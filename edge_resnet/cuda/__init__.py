@@ -22,6 +22,10 @@ no torch. API (all in :mod:`edge_resnet.cuda.memory` / :mod:`edge_resnet.cuda.ri
     allocation_stats()             # counts of allocations/frees: steady state allocates nothing
     mem_info()                     # (free, total) device bytes
 
+GPU preprocessing (Pillow's numbers, into any device buffer) is
+:class:`edge_resnet.cuda.preprocess.GpuPreprocessor`; :class:`edge_resnet.cuda.staging.StagingPool`
+hands pinned slots between threads. See docs/gpu.md.
+
 Errors: :class:`CudaOutOfMemoryError` (a ``BackendError``) when an allocation fails,
 :class:`NoCudaDeviceError` (a ``DependencyError``) without a usable GPU, ``InputError`` for a
 wrong dtype/shape/size, ``BackendError`` for any other CUDA failure, each naming the call.
