@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Tuple
 
@@ -30,11 +31,19 @@ CERT_NAME = "fleet.crt"
 
 
 def _crypto() -> Any:
-    try:
-        import cryptography.hazmat.primitives.asymmetric.ec as ec
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise DependencyError(
-            "the cryptography package is missing; `pip install 'cryptography>=3.2'`") from exc
+    """Import cryptography (once) and return its ``ec`` module.
+
+    On Python 3.8 (JetPack 5) cryptography warns at import that it deprecates 3.8; that warning
+    would turn every one-line CLI message into three lines on exactly the devices this runs on,
+    so it is silenced here (it says nothing the user can act on: JetPack 5 ships 3.8).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Python 3\\.8 is no longer supported")
+        try:
+            import cryptography.hazmat.primitives.asymmetric.ec as ec
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise DependencyError(
+                "the cryptography package is missing; `pip install 'cryptography>=3.2'`") from exc
     return ec
 
 
@@ -45,11 +54,11 @@ def generate_identity(out_dir: "str | Path", common_name: str = "edge-resnet fle
     Refuses to overwrite an existing key: replacing a fleet key strands every device that
     trusts the old certificate, so it must be a deliberate act (``overwrite=True``).
     """
+    ec = _crypto()
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ec = _crypto()
     if days < 1:
         raise InputError(f"certificate validity must be at least 1 day, got {days}")
     out = Path(out_dir)
@@ -95,9 +104,9 @@ def generate_identity(out_dir: "str | Path", common_name: str = "edge-resnet fle
 
 def load_private_key(path: "str | Path") -> Any:
     """Load the fleet's PEM private key; only ECDSA P-256 is accepted (see module doc)."""
+    ec = _crypto()
     from cryptography.hazmat.primitives import serialization
 
-    ec = _crypto()
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -111,9 +120,9 @@ def load_private_key(path: "str | Path") -> Any:
 
 def load_certificate(path: "str | Path") -> Any:
     """Load a PEM X.509 certificate holding an ECDSA P-256 public key."""
+    ec = _crypto()
     from cryptography import x509
 
-    ec = _crypto()
     data = _read(path, "certificate")
     try:
         cert = x509.load_pem_x509_certificate(data)
@@ -126,18 +135,18 @@ def load_certificate(path: "str | Path") -> Any:
 
 def sign_bytes(key: Any, data: bytes) -> bytes:
     """Detached ECDSA-SHA256 signature (DER) over ``data``."""
+    ec = _crypto()
     from cryptography.hazmat.primitives import hashes
 
-    ec = _crypto()
     return bytes(key.sign(data, ec.ECDSA(hashes.SHA256())))
 
 
 def verify_bytes(cert: Any, data: bytes, signature: bytes, what: str) -> None:
     """Raise :class:`SignatureError` unless ``signature`` is the certificate key's over ``data``."""
+    ec = _crypto()
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
 
-    ec = _crypto()
     try:
         cert.public_key().verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
