@@ -83,3 +83,22 @@ def test_int8_weights_bundle_is_smaller_and_passes_its_health_check(
     release = install(tmp_path / "digits-True.bundle", load_certificate(fleet[1]),
                       tmp_path / "root", InstallOptions())
     assert has_int8_weights(onnx.load(str(release.model)))
+
+
+def test_accuracy_gate_sees_no_change(qdq_model: Path, digits_dirs: Any,
+                                      tmp_path: Path) -> None:
+    """The evaluation gate with the float-weight QDQ model as reference: zero drop, full
+    agreement, zero logit difference on the whole digits test split."""
+    from edge_resnet.evaluation import evaluate
+
+    out = tmp_path / "model.int8w.onnx"
+    int8_weights_file(qdq_model, out)
+    report = evaluate(qdq_model, {"int8-weights": out}, digits_dirs.test_dir, max_drop=0.0,
+                      min_agreement=1.0, progress=False)
+    candidate = report.candidates[0]
+    assert report.gate_passed is True
+    assert report.images_evaluated > 100
+    assert candidate.top1 == report.reference.top1 and candidate.drop_top1 == 0.0
+    assert candidate.agreement is not None
+    assert candidate.agreement.disagreements == 0
+    assert candidate.agreement.max_abs_logit_diff == 0.0
