@@ -170,6 +170,7 @@ class CaptureThread(threading.Thread):
         self._last_new_wall: Optional[float] = None
         self._down_since: Optional[float] = None    # set during an outage: last good frame
         self._attempts = 0
+        self._reopened = 0.0
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -207,8 +208,8 @@ class CaptureThread(threading.Thread):
                     return
                 continue
             if not self._is_new(image):
-                if self.freeze_timeout and time.perf_counter() - self._last_new \
-                        >= self.freeze_timeout:
+                if self.freeze_timeout and time.perf_counter() - max(
+                        self._last_new, self._reopened) >= self.freeze_timeout:
                     if not self._reconnect("frozen"):
                         return
                 continue
@@ -326,6 +327,7 @@ class CaptureThread(threading.Thread):
                 log.warning("reconnect attempt %d to %s failed: %s", attempt, src.describe(), exc)
                 continue
             self.metrics.count("reconnects")
+            self._reopened = time.perf_counter()   # the freeze clock restarts here
             log.info("source %s reopened (attempt %d)", src.describe(), attempt)
             return True
         return False
@@ -341,8 +343,9 @@ class CaptureThread(threading.Thread):
                 return True
             if self.stop_event.wait(min(self.probe_interval, remaining)):
                 return False
-            if reachable is False:
-                reachable = self.source.probe()
-                if reachable:
-                    log.info("source %s reachable again; reopening now", self.source.describe())
-                    return True
+            if reachable is None:
+                continue   # no cheap probe for this source: plain backoff
+            was, reachable = reachable, self.source.probe()
+            if reachable and not was:
+                log.info("source %s reachable again; reopening now", self.source.describe())
+                return True

@@ -14,13 +14,15 @@ BOUNDARY = "edgeresnetframe"
 
 
 class MjpegServer:
-    """Serves ``frames`` (BGR) in a loop at ``fps`` on /stream.mjpg until :meth:`stop`."""
+    """Serves ``frames`` (BGR) in a loop at ``fps`` on /stream.mjpg until :meth:`stop`;
+    while :attr:`frozen`, the same frame over and over."""
 
     def __init__(self, frames: List[np.ndarray], port: int = 0, fps: float = 30.0) -> None:
         self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
         self.fps = fps
         self.port = port
         self.served = 0
+        self.frozen = False      # True: keep sending the same frame (a stalled camera stack)
         self._stopping = threading.Event()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -43,6 +45,8 @@ class MjpegServer:
                 i = 0
                 try:
                     while not server._stopping.is_set():
+                        if server.frozen:
+                            i -= 1   # the frame just sent, again and again
                         data = server.jpegs[i % len(server.jpegs)]
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                          f"Content-Length: {len(data)}\r\n\r\n".encode())

@@ -1,0 +1,86 @@
+"""Error lines that name the cause: refused, not found, silent server, not a video, a container
+whose codec cannot be decoded, a missing camera node; and the cheap reachability probe."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge_resnet.cli import main
+from edge_resnet.runtime.diagnose import diagnose_open_failure, probe_source
+from edge_resnet.runtime.sources import parse_uri
+from media import digit_frames
+from mjpeg_server import MjpegServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_connection_refused_is_named(digits_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+    port = _free_port()
+    uri = parse_uri(f"rtsp://admin:pw@127.0.0.1:{port}/cam")
+    assert probe_source(uri) is False
+    assert "connection refused by 127.0.0.1" in diagnose_open_failure(uri)
+    assert main(["run", str(digits_onnx), f"rtsp://admin:pw@127.0.0.1:{port}/cam"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "connection refused" in err[0]
+    assert "pw@" not in err[0] and "admin:***@" in err[0]
+
+
+def test_http_not_found_and_reachable(digits_test_images: list) -> None:
+    frames, _ = digit_frames(digits_test_images, 2)
+    server = MjpegServer(frames).start()
+    try:
+        wrong = parse_uri(server.url.replace("stream.mjpg", "nope.mjpg"))
+        assert probe_source(wrong) is True
+        assert diagnose_open_failure(wrong).startswith("not found")
+    finally:
+        server.stop()
+
+
+def test_silent_server_is_not_mistaken_for_a_camera() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    try:
+        uri = parse_uri(f"rtsp://127.0.0.1:{listener.getsockname()[1]}/x")
+        assert "did not answer as a RTSP server" in diagnose_open_failure(uri, timeout=0.5)
+    finally:
+        listener.close()
+
+
+def test_files_not_a_video_vs_undecodable(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello, not a video at all")
+    assert diagnose_open_failure(parse_uri(str(text))).endswith("is not a video (no container "
+                                                                "OpenCV/FFmpeg recognises)")
+    riff = tmp_path / "odd.avi"
+    riff.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(64))
+    assert "is a AVI file this OpenCV/FFmpeg cannot decode: unsupported codec" in \
+        diagnose_open_failure(parse_uri(str(riff)))
+    empty = tmp_path / "empty.mkv"
+    empty.write_bytes(b"")
+    assert diagnose_open_failure(parse_uri(str(empty))).endswith("is empty")
+
+
+def test_missing_camera_node() -> None:
+    uri = parse_uri("/dev/video63")
+    assert probe_source(uri) is False
+    assert "no camera at /dev/video63 (not found" in diagnose_open_failure(uri)
+
+
+def test_cli_names_a_file_that_is_not_a_video(digits_onnx: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("plain text")
+    assert main(["run", str(digits_onnx), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a video" in err[0]
