@@ -6,14 +6,20 @@ Device side: Python 3.8, no torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
-from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
+from edge_resnet.core import (BackendError, DependencyError, EdgeResnetError, InputError,
+                              ModelError, ModelSpec)
 
-__all__ = ["OnnxRuntimeBackend", "onnx_precision"]
+__all__ = ["ModelSource", "OnnxRuntimeBackend", "onnx_precision", "ort_session"]
+
+# A model file, or a model in memory (serialized bytes or an onnx.ModelProto): calibration
+# compares graphs it has just built without writing them to disk.
+ModelSource = Union[str, Path, bytes, Any]
+IN_MEMORY = "<in-memory model>"
 
 
 def _import_ort() -> Any:
@@ -34,15 +40,44 @@ def onnx_precision(input_types: Sequence[str], op_types: Sequence[str]) -> str:
     return "fp32"
 
 
-def _has_qdq(path: Path) -> bool:
-    """Whether the graph has Q/DQ nodes (read without external weights: cheap)."""
+def _op_types(model: ModelSource) -> List[str]:
+    """Operator types of the graph (a file is read without external weights: cheap)."""
     import onnx
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"{path} is not a readable ONNX model: {exc}") from exc
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    if isinstance(model, (str, Path)):
+        try:
+            model = onnx.load(str(model), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError and friends
+            raise ModelError(f"{model} is not a readable ONNX model: {exc}") from exc
+    elif isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    return sorted({n.op_type for n in model.graph.node})
+
+
+def _has_qdq(model: ModelSource) -> bool:
+    return bool({"QuantizeLinear", "DequantizeLinear"} & set(_op_types(model)))
+
+
+def ort_session(model: ModelSource, *, threads: int = 0, exact_qdq: bool = False,
+                optimize: bool = True, providers: Optional[List[str]] = None) -> Any:
+    """The one way the SDK opens an ONNX Runtime session (backend, calibration statistics,
+    comparisons): quiet logs, ``threads`` intra-op threads, one inter-op thread; with
+    ``exact_qdq`` a QDQ graph runs as written (see :class:`OnnxRuntimeBackend`); without
+    ``optimize`` no graph rewrite at all (every tensor keeps the name TensorRT sees)."""
+    ort = _import_ort()
+    if threads < 0:
+        raise InputError(f"threads must be >= 0, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if not optimize or (exact_qdq and _has_qdq(model)):
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if isinstance(model, Path):
+        model = str(model)
+    elif not isinstance(model, (str, bytes)):
+        model = model.SerializeToString()
+    return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
 
 
 class OnnxRuntimeBackend(BackendBase):
@@ -59,27 +94,22 @@ class OnnxRuntimeBackend(BackendBase):
     lose. Slower (graph optimizations are off); graphs without Q/DQ ignore it.
     """
 
-    def __init__(self, model_path: "str | Path", threads: int = 0,
+    def __init__(self, model_path: ModelSource, threads: int = 0,
                  providers: Optional[List[str]] = None, spec: Optional[ModelSpec] = None,
                  exact_qdq: bool = False, **unused: Any) -> None:
         if unused:
             raise InputError(f"onnxruntime backend got unknown options: {sorted(unused)}")
-        if threads < 0:
-            raise InputError(f"threads must be >= 0, got {threads}")
         ort = _import_ort()
-        path = Path(model_path)
-        if not path.is_file():
+        in_memory = not isinstance(model_path, (str, Path))
+        path = Path(IN_MEMORY) if in_memory else Path(str(model_path))
+        if not in_memory and not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        exact = exact_qdq and _has_qdq(path)
-        if exact:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        exact = exact_qdq and _has_qdq(model_path)
         try:
-            self._session = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"])
+            self._session = ort_session(model_path, threads=threads, exact_qdq=exact,
+                                        providers=providers)
+        except EdgeResnetError:
+            raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         meta = self._session.get_modelmeta().custom_metadata_map
@@ -98,20 +128,12 @@ class OnnxRuntimeBackend(BackendBase):
             np.uint8 if "uint8" in self._input.type else np.float32)
         self.info = BackendInfo(
             name="onnxruntime", model_path=str(path),
-            precision=meta.get("edge_resnet.precision", "").strip('"') or self._guess_precision(path),
+            precision=(meta.get("edge_resnet.precision", "").strip('"')
+                       or onnx_precision([self._input.type], _op_types(model_path))),
             device=",".join(self._session.get_providers()),
             details={"threads": threads, "input_type": self._input.type,
                      "onnxruntime": ort.__version__,
                      "qdq_arithmetic": "exact (Q/DQ in float)" if exact else "onnxruntime kernels"})
-
-    def _guess_precision(self, path: Path) -> str:
-        try:
-            import onnx
-            model = onnx.load(str(path), load_external_data=False)
-            ops = sorted({n.op_type for n in model.graph.node})
-        except Exception:  # precision is informative only; the graph already loaded in ORT
-            ops = []
-        return onnx_precision([self._input.type], ops)
 
     def infer(self, batch: np.ndarray) -> InferenceOutput:
         batch = self.check_batch(batch)

@@ -45,32 +45,21 @@ def convert_fp16(model: "object", keep_io_types: bool = True) -> "object":
     return converted
 
 
-def _session(model: "object") -> "object":
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,  # type: ignore[attr-defined]
-                                providers=["CPUExecutionProvider"])
-
-
 def check_fp16(fp32: "object", fp16: "object", batch: np.ndarray,
                min_agreement: float = 0.95) -> Fp16Check:
-    """Run both on ``batch`` with ONNX Runtime CPU; refuse NaN/inf or gross disagreement."""
-    ref_session, half_session = _session(fp32), _session(fp16)
-    ref_in = ref_session.get_inputs()[0]  # type: ignore[attr-defined]
-    half_in = half_session.get_inputs()[0]  # type: ignore[attr-defined]
-    ref = ref_session.run(None, {ref_in.name: batch})[0]  # type: ignore[attr-defined]
-    half_batch = batch.astype(np.float16) if "float16" in half_in.type else batch
-    half = half_session.run(None, {half_in.name: half_batch})[0]  # type: ignore[attr-defined]
-    half = half.astype(np.float32)
-    if not np.isfinite(half).all():
+    """Run both on ``batch`` (the one comparator, ONNX Runtime CPU); refuse NaN/inf or gross
+    disagreement."""
+    from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
+    from edge_resnet.evaluation.comparator import compare_backends
+
+    with OnnxRuntimeBackend(fp32) as ref, OnnxRuntimeBackend(fp16) as half:
+        stats = compare_backends(ref, {"fp16": half}, [batch])["fp16"].agreement
+    if stats.nonfinite_samples:
         raise CalibrationError("the FP16 model produces NaN/inf on the calibration batch "
                                "(activations overflow float16); keep this model in FP32")
-    agreement = float((ref.argmax(1) == half.argmax(1)).mean())
-    result = Fp16Check(float(np.abs(ref - half).max()), agreement, len(batch))
-    if agreement < min_agreement:
-        raise CalibrationError(f"FP16 model agrees with FP32 on only {agreement:.1%} of the "
+    result = Fp16Check(stats.max_abs_logit_diff, stats.agreement, stats.samples)
+    if stats.agreement < min_agreement:
+        raise CalibrationError(f"FP16 model agrees with FP32 on only {stats.agreement:.1%} of the "
                                "check batch; refusing to write it")
     return result
 

@@ -95,36 +95,28 @@ def _drop_dead(model: "object") -> None:
         graph.initializer.remove(init)
 
 
-class _Runner:
-    """Logits of in-memory models on cached, preprocessed held-out batches.
+def model_logits(model: "object", batches: Sequence[np.ndarray], threads: int = 0,
+                 limit: Optional[int] = None) -> np.ndarray:
+    """Logits of an in-memory ONNX model on preprocessed batches, through the ONNX Runtime
+    backend with Q/DQ run as written (``exact_qdq``): the arithmetic TensorRT's INT8 kernels
+    reproduce, so the numbers measure the quantization, not this CPU's INT8 kernels (what
+    ``edge-resnet eval --exact-qdq`` runs too)."""
+    from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
+    from edge_resnet.evaluation.comparator import run_backend
 
-    Graphs run as written (ONNX Runtime's graph optimizations off): Q/DQ stay fake-quantization
-    in float, the arithmetic TensorRT's INT8 kernels reproduce, so the numbers measure the
-    quantization and not this CPU's INT8 kernels (see ``OnnxRuntimeBackend(exact_qdq=True)``,
-    which ``edge-resnet eval --exact-qdq`` uses for the same numbers)."""
+    with OnnxRuntimeBackend(model, threads=threads, exact_qdq=True) as backend:
+        return run_backend(backend, batches, limit)
+
+
+class _Runner:
+    """The held-out batches and thread count every search step runs on."""
 
     def __init__(self, batches: Sequence[np.ndarray], threads: int) -> None:
         self.batches = list(batches)
         self.threads = threads
 
     def logits(self, model: "object", limit: Optional[int] = None) -> np.ndarray:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(model.SerializeToString(),  # type: ignore[attr-defined]
-                                       options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        out, seen = [], 0
-        for batch in self.batches:
-            if limit is not None and seen >= limit:
-                break
-            out.append(session.run(None, {name: batch})[0])
-            seen += len(batch)
-        logits = np.concatenate(out).astype(np.float32)
-        return logits[:limit] if limit is not None else logits
+        return model_logits(model, self.batches, self.threads, limit)
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -70,21 +70,24 @@ class MethodScore:
 
 def score_methods(fp32_model: "object", qdq_models: Mapping[str, "object"],
                   batches: Sequence[np.ndarray], threads: int = 0) -> Dict[str, MethodScore]:
-    """Score every candidate on ``batches`` against the FP32 model's own predictions."""
-    from edge_resnet.calibration.mixed import _Runner
-    from edge_resnet.evaluation.metrics import kl_divergence
+    """Score every candidate on ``batches`` against the FP32 model's own predictions (the one
+    comparator, :func:`~edge_resnet.evaluation.comparator.compare_backends`; Q/DQ run as
+    written, the arithmetic TensorRT reproduces)."""
+    from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
+    from edge_resnet.evaluation.comparator import compare_backends
 
     if not batches:
         raise InputError("no held-out calibration images to score the range methods on")
-    runner = _Runner(batches, threads)
-    ref = runner.logits(fp32_model)
-    top1 = ref.argmax(axis=1)
-    scores: Dict[str, MethodScore] = {}
-    for method, model in qdq_models.items():
-        logits = runner.logits(model)
-        scores[method] = MethodScore(method, float(100.0 * np.mean(logits.argmax(1) == top1)),
-                                     float(kl_divergence(ref, logits).mean()), len(ref))
-    return scores
+    reference = OnnxRuntimeBackend(fp32_model, threads=threads)
+    candidates = {m: OnnxRuntimeBackend(q, threads=threads, exact_qdq=True)
+                  for m, q in qdq_models.items()}
+    try:
+        compared = compare_backends(reference, candidates, batches)
+    finally:
+        for backend in [reference, *candidates.values()]:
+            backend.close()
+    return {m: MethodScore(m, 100.0 * c.agreement.agreement, c.agreement.kl_mean, c.samples)
+            for m, c in compared.items()}
 
 
 def choose_method(scores: Mapping[str, MethodScore]) -> str:

@@ -239,7 +239,8 @@ def activation_tensors(model: "object") -> List[str]:
 
 def _augmented_session(model: "object", names: Sequence[str], threads: int) -> "object":
     import onnx
-    import onnxruntime as ort
+
+    from edge_resnet.backends.onnxruntime import ort_session
 
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)  # type: ignore[arg-type]
@@ -247,13 +248,8 @@ def _augmented_session(model: "object", names: Sequence[str], threads: int) -> "
     for name in names:
         if name not in existing:
             augmented.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
     # Optimisations could fuse away the tensors we expose; keep the graph as TensorRT parses it.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(augmented.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort_session(augmented, threads=threads, optimize=False)
 
 
 def _fold(stats: Dict[str, TensorStats], names: Sequence[str], outputs: Sequence[np.ndarray],

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_resnet.backends.onnxruntime import OnnxRuntimeBackend
 from edge_resnet.core import DataError, InputError, ModelSpec, ParityError
+from edge_resnet.evaluation.metrics import agreement_stats
 from edge_resnet.images import ImageFolder
 from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import preprocess_batch
@@ -99,17 +100,14 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, *, reference_na
     if reference.shape != candidate.shape or reference.ndim != 2:
         raise ParityError(f"{candidate_name} gives logits of shape {candidate.shape}, "
                           f"{reference_name} {reference.shape}; the graph is not this model")
-    ref = reference.astype(np.float64)
-    cand = candidate.astype(np.float64)
-    diff = np.abs(ref - cand)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-30)
+    stats = agreement_stats(reference, candidate)  # the one comparator's statistics
     return ParityReport(
-        reference=reference_name, candidate=candidate_name, n_images=int(ref.shape[0]),
-        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
-        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))),
-        min_cosine=float(cosine.min()), atol=atol, min_top1_agreement=min_top1_agreement,
-        rtol=rtol, max_abs_reference=float(np.abs(ref).max()))
+        reference=reference_name, candidate=candidate_name, n_images=stats.samples,
+        max_abs_diff=stats.max_abs_logit_diff,
+        mean_abs_diff=float(np.abs(reference.astype(np.float64) - candidate).mean()),
+        top1_agreement=stats.agreement, min_cosine=stats.cosine_min, atol=atol,
+        min_top1_agreement=min_top1_agreement, rtol=rtol,
+        max_abs_reference=float(np.abs(reference).max()))
 
 
 def _raise_if_failed(report: ParityReport) -> ParityReport:
