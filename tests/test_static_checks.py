@@ -58,11 +58,5 @@ def test_device_modules_do_not_import_torch() -> None:
     assert result.stdout.strip() == "", f"heavy modules imported at package import: {result.stdout}"
 
 
-def test_mypy_clean() -> None:
-    # TensorRT calls are typed against tensorrt-stubs, which .ci/trt_stubs.py makes readable.
-    stubs = subprocess.run([sys.executable, str(ROOT / ".ci" / "trt_stubs.py")], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert stubs.returncode == 0, stubs.stderr
-    result = subprocess.run([_tool("mypy"), "--no-error-summary"], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+# mypy runs in .ci/run as its own step: it needs tensorrt-stubs (installed there with --no-deps),
+# which the README's test command does not install.
