@@ -49,7 +49,16 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'edge_resnet' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module_name), name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # a host tool on a machine without its packages: say what to do
+        from edge_resnet._deps import dependency_error
+
+        error = dependency_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

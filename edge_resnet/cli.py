@@ -64,6 +64,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except GateError as exc:
         print(f"edge-resnet {args.command}: {exc}", file=sys.stderr)
         return EXIT_GATE
+    except ImportError as exc:  # host tools (export, finetune, demo) on a machine without torch
+        from edge_resnet._deps import dependency_error
+
+        error = dependency_error(exc)
+        if error is None:
+            raise
+        print(f"edge-resnet {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except EdgeResnetError as exc:
         print(f"edge-resnet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
