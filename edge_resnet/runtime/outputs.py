@@ -1,8 +1,8 @@
 """Result outputs chosen by URI, mirroring the sources: JSON Lines, annotated video, a window.
 
 ``-`` / ``stdout`` / ``*.jsonl`` / ``file://x.jsonl`` → JSON Lines events, one complete line per
-frame, flushed at once (a killed service leaves only whole lines); ``*.mp4`` / ``*.avi`` →
-annotated video (label, probability, FPS drawn); ``display://0`` → an on-screen window, refused
+frame, flushed at once (a killed service leaves only whole lines); ``*.mp4`` / ``*.mkv`` /
+``*.avi`` → annotated video (label, probability, FPS drawn) that plays after a crash; ``display://0`` → an on-screen window, refused
 where no display exists. Several outputs run at once. Device side: Python 3.8, no torch.
 """
 
@@ -17,15 +17,17 @@ from typing import IO, Any, Dict, List, Optional
 
 import numpy as np
 
-from edge_resnet.core import DependencyError, InputError, SourceError
+from edge_resnet.core import DependencyError, InputError
 from edge_resnet.io_utils import ensure_parent
 from edge_resnet.runtime.capture import Frame
 from edge_resnet.runtime.postprocess import Classification
+from edge_resnet.runtime.recording import (CV_CODECS, FRAGMENTED_SUFFIXES,
+                                           check_recording_target, open_writer)
 
 __all__ = ["Output", "JsonlOutput", "VideoOutput", "DisplayOutput", "create_output",
            "result_fields", "output_path"]
 
-VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
+VIDEO_SUFFIXES = FRAGMENTED_SUFFIXES + tuple(CV_CODECS)
 
 
 def output_path(target: str) -> Path:
@@ -117,35 +119,31 @@ def annotate(image: np.ndarray, result: Classification, fps: float) -> np.ndarra
 
 
 class VideoOutput(Output):
-    """Annotated frames written with OpenCV's VideoWriter at the source rate."""
+    """Annotated frames at the source rate, in a container that survives a crash
+    (fragmented MP4 through ffmpeg, or Matroska/AVI through OpenCV: see ``recording``)."""
 
     needs_frame = True
 
     def __init__(self, path: str, fps: Optional[float] = None) -> None:
         self.path = output_path(path)
-        codec = VIDEO_SUFFIXES.get(self.path.suffix.lower())
-        if codec is None:
-            raise InputError(f"video output {path}: use one of {sorted(VIDEO_SUFFIXES)}")
-        self.codec = codec
+        problem = check_recording_target(self.path)
+        if problem is not None:
+            raise InputError(problem)
         self.fps = fps if fps and fps > 0 else None   # None: the source's rate (set at start)
         self._writer: Any = None
         self.frames = 0
 
     def write(self, frame: Frame, result: Classification, latency_ms: float, fps: float) -> None:
-        import cv2
         if self._writer is None:
             h, w = frame.image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.codec),
-                                           self.fps or 30.0, (w, h))
-            if not self._writer.isOpened():
-                raise SourceError(f"cannot write video {self.path} with codec {self.codec}")
+            self._writer = open_writer(self.path, self.fps or 30.0, (w, h))
         self._writer.write(annotate(frame.image, result, fps))
         self.frames += 1
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            writer.release()
 
 
 def display_available() -> bool:
@@ -197,7 +195,7 @@ def create_output(uri: str, fps: Optional[float] = None) -> Output:
     if suffix in VIDEO_SUFFIXES:
         return VideoOutput(location, fps)
     raise InputError(f"unknown output {uri!r}; use - (JSONL on stdout), out.jsonl, out.mp4, "
-                     "out.avi or display://0")
+                     "out.mkv, out.avi or display://0")
 
 
 def close_all(outputs: List[Output]) -> None:
