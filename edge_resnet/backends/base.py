@@ -151,10 +151,19 @@ def backend_names() -> list:
 
 
 def load_backend(name: str, model_path: "str | Path", **options: Any) -> Backend:
-    """Create backend ``name`` for ``model_path``; unknown names are an :class:`InputError`."""
+    """Create backend ``name`` for ``model_path``; unknown names are an :class:`InputError`.
+
+    ``auto`` picks the backend from the file and this machine
+    (:func:`edge_resnet.backends.reference.choose_backend`) and records why in
+    ``info.details["backend_choice"]``."""
+    if name == "auto":
+        from edge_resnet.backends.reference import ModelRef, open_model
+
+        return open_model(ModelRef(str(model_path), "auto", options))
     target = _REGISTRY.get(name)
     if target is None:
-        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(backend_names())}")
+        raise InputError(f"unknown backend {name!r}; choose one of: "
+                         f"{', '.join(['auto'] + backend_names())}")
     module_name, _, attr = target.partition(":")
     factory: BackendFactory = getattr(importlib.import_module(module_name), attr)
     return factory(model_path, **options)

@@ -29,10 +29,12 @@ def register(subparsers: Any) -> None:
                              "labels or class IDs, e.g. ImageNet synsets n01440764/) or a flat "
                              "folder with --labels-file for accuracy, or plain images for "
                              "agreement only")
-    parser.add_argument("--reference", required=True, metavar="MODEL",
-                        help="the FP32 reference model")
-    parser.add_argument("--candidate", action="append", default=[], metavar="MODEL",
-                        help="a model to compare (repeat for several)")
+    parser.add_argument("--reference", required=True, metavar="[BACKEND:]MODEL",
+                        help="the FP32 reference model; a BACKEND: prefix (onnxruntime:, "
+                             "openvino:, tensorrt:, pytorch:) overrides --backend for it")
+    parser.add_argument("--candidate", action="append", default=[], metavar="[BACKEND:]MODEL",
+                        help="a model to compare (repeat for several), e.g. "
+                             "tensorrt:model.int8.engine or openvino:model.int8.onnx")
     parser.add_argument("--name", action="append", default=[], metavar="NAME",
                         help="report name of each --candidate, in the same order "
                              "(default: the file name)")
@@ -56,11 +58,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--num-images", type=int, default=None,
                         help="evaluate a deterministic random subset of this many files")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --num-images subset")
-    parser.add_argument("--backend", default="onnxruntime", help="inference backend")
+    parser.add_argument("--backend", default="auto",
+                        help="backend of the models without a BACKEND: prefix (default auto: "
+                             "TensorRT for engines, OpenVINO for INT8 QDQ on a CPU with "
+                             "VNNI/AMX when installed, PyTorch for .pt, else ONNX Runtime; the "
+                             "report says which and why)")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads (0: the backend decides)")
     parser.add_argument("--exact-qdq", action="store_true",
-                        help="onnxruntime: run INT8 QDQ models as written (Q/DQ in float), the "
+                        help="onnxruntime models only: run INT8 QDQ models as written (Q/DQ in float), the "
                              "arithmetic TensorRT reproduces, instead of ONNX Runtime's CPU INT8 "
                              "kernels (which lose accuracy on CPUs without VNNI); slower")
     parser.add_argument("--labels-file", default=None, metavar="FILE",
@@ -92,11 +98,9 @@ _GATE_FLAGS = {"max_drop": "--max-drop", "max_drop_upper": "--max-drop-upper",
 
 
 def _backend_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
-    if not args.exact_qdq:
-        return None
-    if args.backend != "onnxruntime":
-        raise InputError("--exact-qdq is an onnxruntime option; use --backend onnxruntime")
-    return {"exact_qdq": True}
+    """``--exact-qdq`` reaches the models that run on onnxruntime (``evaluate`` refuses it when
+    none does; with ``auto`` it keeps INT8 QDQ models on onnxruntime)."""
+    return {"exact_qdq": True} if args.exact_qdq else None
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -115,6 +119,9 @@ def run_eval(args: argparse.Namespace) -> int:
         min_agreement=args.min_agreement, progress=not args.no_progress,
         labeled=False if args.unlabeled else None, labels_file=args.labels_file)
     print("\n".join(summary_table(report)))
+    for model in report.models:
+        print(f"backend of {model.name}: {model.backend} ({model.backend_reason})",
+              file=sys.stderr)
     print(f"{report.images_evaluated} images, {len(report.skipped)} skipped, "
           f"{report.images_per_second:.1f} images/s")
     print(gate_line(report))

@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_resnet.backends.base import Backend, load_backend
+from edge_resnet.backends.base import Backend
+from edge_resnet.backends.reference import AUTO, ModelRef, open_model, parse_model_ref
 from edge_resnet.core import DataError, InputError, ModelError, ModelSpec
 from edge_resnet.evaluation.gates import apply_gates, check_gates
 from edge_resnet.evaluation.metrics import per_class_accuracy, topk_correct
@@ -30,7 +31,7 @@ from edge_resnet.preprocessing import preprocess_batch
 __all__ = ["ModelLike", "PredictResult", "check_same_labels", "evaluate", "named_models",
            "predict"]
 
-ModelLike = Union[Backend, str, Path]
+ModelLike = Union[Backend, ModelRef, str, Path]
 ImageSource = Union[ImageFolder, Sequence[ImageRecord], Sequence[Any]]
 _T = TypeVar("_T")
 
@@ -208,14 +209,22 @@ def named_models(candidates: Union[Mapping[str, ModelLike], Sequence[ModelLike]]
 
 def _default_name(model: ModelLike) -> str:
     if isinstance(model, (str, Path)):
-        return Path(model).stem
+        return Path(parse_model_ref(model).path).stem
+    if isinstance(model, ModelRef):
+        return Path(model.path).stem
     return Path(model.info.model_path).stem or model.info.name
 
 
 def _open(model: ModelLike, backend: str, options: Mapping[str, Any],
           stack: contextlib.ExitStack) -> Backend:
-    if isinstance(model, (str, Path)):
-        opened = load_backend(backend, model, **options)
+    """A Backend as given, or the model reference opened (``backend:path`` strings parsed;
+    a plain path gets ``backend``) and closed again with ``stack``."""
+    if isinstance(model, (str, Path, ModelRef)):
+        if isinstance(model, ModelRef):
+            ref = ModelRef(model.path, model.backend, {**options, **model.options})
+        else:
+            ref = parse_model_ref(model, backend, options)
+        opened = open_model(ref)
         stack.callback(opened.close)
         return opened
     if not hasattr(model, "infer") or not hasattr(model, "spec"):
@@ -225,8 +234,18 @@ def _open(model: ModelLike, backend: str, options: Mapping[str, Any],
 
 def _result(name: str, backend: Backend, seconds: float) -> ModelResult:
     info = backend.info
+    reason = str(info.details.get("backend_choice", "given as a Backend"))
     return ModelResult(name=name, model_path=info.model_path, backend=info.name,
-                       precision=info.precision, device=info.device, infer_seconds=seconds)
+                       precision=info.precision, device=info.device, infer_seconds=seconds,
+                       backend_reason=reason)
+
+
+def _check_exact_qdq(options: Mapping[str, Any], opened: Sequence[Backend]) -> None:
+    """``exact_qdq`` is an ONNX Runtime option: refuse it when no model runs there (it would
+    change nothing, silently)."""
+    if options.get("exact_qdq") and not any(b.info.name == "onnxruntime" for b in opened):
+        raise InputError("--exact-qdq is an onnxruntime option and no model runs on "
+                         "onnxruntime here; drop it or run a model as onnxruntime:PATH")
 
 
 def _fill_accuracy(result: ModelResult, logits: np.ndarray, labels: np.ndarray) -> None:
@@ -254,7 +273,7 @@ def _validate(batch_size: int, num_images: Optional[int], max_drop: Optional[flo
 def evaluate(reference: ModelLike,
              candidates: Union[Mapping[str, ModelLike], Sequence[ModelLike]],
              data_dir: "str | Path", *, batch_size: int = 32, num_images: Optional[int] = None,
-             seed: int = 0, backend: str = "onnxruntime", threads: int = 0,
+             seed: int = 0, backend: str = AUTO, threads: int = 0,
              max_drop: Optional[float] = None, max_drop_upper: Optional[float] = None,
              min_agreement: Optional[float] = None, progress: bool = True,
              labeled: Optional[bool] = None, reference_name: Optional[str] = None,
@@ -262,14 +281,18 @@ def evaluate(reference: ModelLike,
              labels_file: "Optional[str | Path]" = None) -> EvalReport:
     """Compare every candidate with the FP32 reference on ``data_dir``.
 
-    Models are Backends or model paths (opened with ``backend`` and ``threads``, and closed
-    again). Labeled data gives top-1/top-5, drops and per-class accuracy: one subfolder per
+    Models are Backends, :class:`~edge_resnet.backends.reference.ModelRef` s or model paths;
+    a path may name its backend (``"tensorrt:model.int8.engine"``), otherwise it is opened with
+    ``backend`` (``auto``: :func:`~edge_resnet.backends.reference.choose_backend`) and
+    ``threads``; opened models are closed again. Each model's backend and the reason it was
+    chosen go into the report. Labeled data gives top-1/top-5, drops and per-class accuracy: one subfolder per
     class, named like the model's labels or like its class IDs (ImageNet's synset folders
     ``n01440764/`` for an ImageNet export), or a flat folder with a ``labels_file`` such as
     MLPerf's ``val_map.txt`` (``ILSVRC2012_val_00000001.JPEG 65``; see
     :func:`edge_resnet.images.read_label_map`). An unlabeled folder gives agreement statistics
     only (``labeled`` forces either). ``backend_options`` go to ``load_backend`` besides
-    ``threads`` (e.g. ``{"device": "GPU"}`` for OpenVINO). ``num_images`` takes a
+    ``threads`` (e.g. ``{"device": "GPU"}`` for OpenVINO; ``exact_qdq`` reaches the ONNX Runtime
+    models only). ``num_images`` takes a
     deterministic random subset (``seed``). The gates ``max_drop`` (points),
     ``max_drop_upper`` (points, upper end of the drop's 95 % bootstrap interval, labeled only)
     and ``min_agreement`` (percent) set ``report.gate_passed`` (see ``gates.apply_gates``);
@@ -282,6 +305,7 @@ def evaluate(reference: ModelLike,
         options = {"threads": threads, **(backend_options or {})}
         ref = _open(reference, backend, options, stack)
         cands = [(name, _open(model, backend, options, stack)) for name, model in named]
+        _check_exact_qdq(options, [ref] + [c for _, c in cands])
         for name, cand in cands:
             check_same_labels(ref.spec, cand.spec, name)
         folder = ImageFolder(data_dir, labels=ref.spec.labels, labeled=labeled,

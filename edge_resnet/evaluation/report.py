@@ -49,6 +49,7 @@ class ModelResult:
     per_class_correct: Optional[List[int]] = None
     paired: Optional[PairedTop1] = None
     logit_diff: Optional[DiffHistogram] = None
+    backend_reason: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         nested = ("agreement", "paired", "logit_diff")
@@ -263,6 +264,10 @@ def render_markdown(report: EvalReport, link_base: "str | Path | None" = None) -
              f"({report.images_per_second:.1f} images/s for all models together).", ""]
     lines += summary_table(report)
     lines += ["", statistics_note(report), "", gate_line(report)]
+    lines += ["", "## Backends", ""] + _table(
+        ["model", "backend", "device", "why this backend"],
+        [[_cell(m.name), _cell(m.backend), _cell(m.device), _cell(m.backend_reason or "—")]
+         for m in report.models])
     if report.labeled and report.class_counts is not None:
         rows, note = _class_rows(report)
         lines += ["", "## Per-class top-1 accuracy (%)", ""]
