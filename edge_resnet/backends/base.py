@@ -166,4 +166,6 @@ def load_backend(name: str, model_path: "str | Path", **options: Any) -> Backend
                          f"{', '.join(['auto'] + backend_names())}")
     module_name, _, attr = target.partition(":")
     factory: BackendFactory = getattr(importlib.import_module(module_name), attr)
-    return factory(model_path, **options)
+    backend = factory(model_path, **options)
+    backend.info.details.setdefault("backend_choice", f"asked for ({name})")
+    return backend

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BenchOptions:
-    backends: Sequence[str] = ("onnxruntime",)
+    backends: Sequence[str] = ("auto",)
     threads: int = 0
     data: Optional[str] = None
     max_images: Optional[int] = None
@@ -51,6 +51,7 @@ class BenchRow:
     batch: int = 1
     pipeline_fps: Optional[float] = None
     error: str = ""
+    backend_reason: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -104,6 +105,8 @@ def _bench_one(model: str, backend_name: str, opts: BenchOptions) -> BenchRow:
                    size_mb=Path(model).stat().st_size / 1e6, batch=opts.batch)
     with load_backend(backend_name, model, threads=opts.threads) as backend:
         row.precision = backend.info.precision
+        row.backend = backend.info.name  # what ``auto`` chose
+        row.backend_reason = str(backend.info.details.get("backend_choice", ""))
         if opts.data:
             row.accuracy = _accuracy(backend, opts.data, opts.max_images)
         lat = percentiles(time_inference(backend, sample_batch(backend, 1), opts.runs,
@@ -155,4 +158,6 @@ def format_table(rows: Sequence[BenchRow]) -> str:
                      _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2),
                      f"{_fmt(r.throughput)} @{r.batch}", _fmt(r.pipeline_fps)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"backend of {Path(r.model).name}: {r.backend} ({r.backend_reason})"
+              for r in rows if r.backend_reason and not r.backend_reason.startswith("asked")]
     return "\n".join(lines)

@@ -24,8 +24,10 @@ def _positive_int(text: str) -> int:
 def _add_backend(p: argparse.ArgumentParser) -> None:
     from edge_resnet.backends.base import backend_names
 
-    p.add_argument("--backend", default="onnxruntime", choices=backend_names(),
-                   help="inference backend (default onnxruntime)")
+    p.add_argument("--backend", default="auto", choices=["auto"] + backend_names(),
+                   help="inference backend (default auto: TensorRT for engines, PyTorch for .pt, "
+                        "OpenVINO for INT8 QDQ on a CPU with VNNI/AMX when installed, else ONNX "
+                        "Runtime; the choice and the reason are logged)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU inference threads (0: the backend's default)")
 
@@ -106,8 +108,9 @@ def register(subparsers: Any) -> None:
         description="File size, precision, accuracy (with --data), bs1 latency p50/p90/p99, "
                     "throughput at --batch and pipeline FPS (with --video).")
     bench.add_argument("models", nargs="+", help="models to compare")
-    bench.add_argument("--backends", default="onnxruntime",
-                       help="comma-separated backends (e.g. onnxruntime,openvino)")
+    bench.add_argument("--backends", default="auto",
+                       help="comma-separated backends (e.g. onnxruntime,openvino; default auto: "
+                            "chosen per model, the table says which and why)")
     bench.add_argument("--threads", type=int, default=0)
     bench.add_argument("--data", help="labeled image folder for accuracy")
     bench.add_argument("--max-images", type=_positive_int, help="cap on accuracy images")
