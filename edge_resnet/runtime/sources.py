@@ -12,10 +12,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -133,6 +135,27 @@ def _import_cv2() -> Any:
     return cv2
 
 
+# RTSP: FFmpeg analyses 5 s of stream by default (about 1 s to open a 25 fps camera, i.e. to
+# come back after an outage); the SDP already names the codec and size, 0.1 s is plenty.
+RTSP_CAPTURE_OPTIONS = "analyzeduration;100000"
+_ENV_LOCK = threading.Lock()
+
+
+@contextmanager
+def _rtsp_capture_options(active: bool) -> Iterator[None]:
+    """Set ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` for one RTSP open, unless the user set it."""
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+    if not active or key in os.environ:
+        yield
+        return
+    with _ENV_LOCK:
+        os.environ[key] = RTSP_CAPTURE_OPTIONS
+        try:
+            yield
+        finally:
+            os.environ.pop(key, None)
+
+
 class VideoSource(ABC):
     """Base of the sources: ``open`` (raises :class:`SourceError`), ``read`` (None = no frame)."""
 
@@ -213,7 +236,9 @@ class CvSource(VideoSource):
         if self.uri.kind in ("rtsp", "http"):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
-        cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
+        with _rtsp_capture_options(self.uri.kind == "rtsp"):
+            cap = cv2.VideoCapture(target, api, params) if params else \
+                cv2.VideoCapture(target, api)
         if self.uri.kind == "v4l2" and cap.isOpened():
             self._apply_camera_options(cv2, cap)
         if not cap.isOpened():
