@@ -24,7 +24,7 @@ from edge_resnet.runtime.gallery import load_gallery_for
 from edge_resnet.runtime.metrics import format_summary
 from edge_resnet.runtime.outputs import Output, close_all, create_output
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
-from edge_resnet.runtime.prometheus import start_metrics_server
+from edge_resnet.runtime.prometheus import MetricsServer, start_metrics_server
 from edge_resnet.runtime.sources import SourceOptions, create_source
 from edge_resnet.runtime.systemd import ServiceHealth, SystemdNotifier
 
@@ -101,20 +101,22 @@ def run_until_signal(pipeline: Pipeline, metrics_json: "str | Path | None" = Non
         health.stopping()
         pipeline.stop()
 
-    server = start_metrics_server(pipeline.metrics, pipeline.events, metrics_port,
-                                  metrics_host) if metrics_port is not None else None
-    if server is not None:
-        log.info("Prometheus metrics on %s", server.url)
     def tick() -> None:
         health.tick()
         json_out.tick()
 
+    server: Optional[MetricsServer] = None
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if metrics_port is not None:
+            server = start_metrics_server(pipeline.metrics, pipeline.events, metrics_port,
+                                          metrics_host)
+            log.info("Prometheus metrics on %s", server.url)
         snapshot = pipeline.run(on_tick=tick)
     except BaseException as exc:
         snapshot = json_out.final(error=f"{type(exc).__name__}: {exc}")
-        _report(format_summary(snapshot, "edge-resnet run (failed)"), stream)
+        if snapshot["counts"]["captured"]:   # a failed start stays one error line
+            _report(format_summary(snapshot, "edge-resnet run (failed)"), stream)
         raise
     finally:
         for sig, old in previous.items():

@@ -4,6 +4,8 @@ whose codec cannot be decoded, a missing camera node; and the cheap reachability
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,15 +24,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_connection_refused_is_named(digits_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+def test_connection_refused_is_named(digits_onnx: Path) -> None:
     port = _free_port()
     uri = parse_uri(f"rtsp://admin:pw@127.0.0.1:{port}/cam")
     assert probe_source(uri) is False
     assert "connection refused by 127.0.0.1" in diagnose_open_failure(uri)
-    assert main(["run", str(digits_onnx), f"rtsp://admin:pw@127.0.0.1:{port}/cam"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "connection refused" in err[0]
-    assert "pw@" not in err[0] and "admin:***@" in err[0]
+    done = subprocess.run([sys.executable, "-m", "edge_resnet.cli", "run", str(digits_onnx),
+                           f"rtsp://admin:pw@127.0.0.1:{port}/cam"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("edge-resnet run: error: cannot open source") and \
+        "connection refused" in last
+    assert "pw@" not in done.stderr and "admin:***@" in last
+    runtime_lines = [line for line in done.stderr.splitlines() if "edge_resnet.runtime" in line]
+    assert runtime_lines == [], runtime_lines      # no summary of a run that never started
 
 
 def test_http_not_found_and_reachable(digits_test_images: list) -> None:
