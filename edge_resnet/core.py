@@ -8,10 +8,14 @@ on the device too (Python 3.8, no torch), so it uses only the standard library.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 __all__ = [
+    "ARTIFACT_INFO_KEY",
+    "ARTIFACT_INFO_VERSION",
+    "ArtifactInfo",
     "BackendError",
     "CalibrationError",
     "DataError",
@@ -209,3 +213,122 @@ def _upgrade_legacy(kwargs: Dict[str, object]) -> None:
     if order is not None and kwargs.get("fused_preprocessing"):
         kwargs["color_order"] = order
         kwargs["layout"] = "NHWC"
+
+
+# The provenance record of an artifact: one JSON value under this key in ONNX ``metadata_props``,
+# and the ``artifact`` field of an engine's sidecar (engines have no metadata of their own).
+ARTIFACT_INFO_KEY = "edge_resnet.artifact"
+ARTIFACT_INFO_VERSION = 1
+_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """Where an artifact (ONNX model, engine) came from and what it is, in one versioned record.
+
+    * ``spec``: the model spec true of this file; ``precision``: ``fp32``/``fp16``/``int8``.
+    * ``source_sha256`` is the sha256 of what the artifact was made from and ``source_kind``
+      says what that is: ``weights`` (the checkpoint/weights file an export read),
+      ``onnx-graph`` (the parent ONNX graph's fingerprint, metadata excluded: what calibration
+      read), ``onnx-file`` (the ONNX file an engine was built from). ``source`` is a
+      human-readable origin (``torchvision:IMAGENET1K_V2``, a checkpoint path).
+    * ``calibration_method`` and ``float_nodes`` (layers deliberately left in float) for INT8.
+    * ``sdk_version`` of the edge-resnet that wrote it; ``created`` (UTC, ISO 8601).
+
+    Readers refuse a record of a newer ``version`` than they know instead of misreading it.
+    """
+
+    spec: ModelSpec
+    precision: str
+    source_sha256: str = ""
+    source_kind: str = ""
+    source: str = ""
+    sdk_version: str = ""
+    calibration_method: Optional[str] = None
+    float_nodes: Tuple[str, ...] = ()
+    created: str = field(default_factory=_utc_now)
+    version: int = ARTIFACT_INFO_VERSION
+
+    def __post_init__(self) -> None:
+        if self.precision not in _PRECISIONS:
+            raise InputError(f"artifact precision must be one of {', '.join(_PRECISIONS)}, got "
+                             f"{self.precision!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["spec"] = {key[len(_METADATA_PREFIX):]: json.loads(value)
+                        for key, value in self.spec.to_metadata().items()}
+        data["float_nodes"] = list(self.float_nodes)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_metadata(self) -> Dict[str, str]:
+        """``{ARTIFACT_INFO_KEY: <JSON>}`` for ONNX ``metadata_props``."""
+        return {ARTIFACT_INFO_KEY: self.to_json()}
+
+    def with_changes(self, **changes: Any) -> "ArtifactInfo":
+        """A copy with fields replaced and a new ``created`` time (a derived artifact)."""
+        changes.setdefault("created", _utc_now())
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ArtifactInfo":
+        """Inverse of :meth:`to_dict`; a newer or malformed record is a :class:`ModelError`."""
+        if not isinstance(data, dict):
+            raise ModelError(f"artifact record is not a JSON object: {str(data)[:60]!r}")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelError(f"artifact record has no valid version ({version!r}); re-create the "
+                             "artifact with edge-resnet")
+        if version > ARTIFACT_INFO_VERSION:
+            raise ModelError(f"artifact record version {version} is newer than this edge-resnet "
+                             f"reads (version {ARTIFACT_INFO_VERSION}): upgrade edge-resnet")
+        spec = data.get("spec")
+        if not isinstance(spec, dict):
+            raise ModelError("artifact record has no model spec")
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["spec"] = ModelSpec.from_metadata(
+            {_METADATA_PREFIX + key: json.dumps(value) for key, value in spec.items()})
+        fields["float_nodes"] = tuple(fields.get("float_nodes") or ())
+        try:
+            return cls(**fields)
+        except (TypeError, InputError) as exc:
+            raise ModelError(f"artifact record is invalid: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArtifactInfo":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ModelError(f"artifact record is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> "Optional[ArtifactInfo]":
+        """The record in ``metadata`` (ONNX ``metadata_props``), or None when it has none."""
+        text = metadata.get(ARTIFACT_INFO_KEY)
+        return None if text is None else cls.from_json(text)
+
+    @classmethod
+    def derived(cls, metadata: Mapping[str, str], **changes: Any) -> "ArtifactInfo":
+        """The record of an artifact made from the model whose ``metadata`` is given: its own
+        record with ``changes``, or (a model exported before records existed) one built from
+        its spec and precision."""
+        parent = cls.from_metadata(metadata)
+        if parent is not None:
+            return parent.with_changes(**changes)
+        raw = metadata.get(_METADATA_PREFIX + "precision", '"fp32"')
+        try:
+            precision = json.loads(raw)
+        except ValueError:
+            precision = "fp32"
+        base: Dict[str, Any] = {"spec": ModelSpec.from_metadata(metadata),
+                                "precision": precision if precision in _PRECISIONS else "fp32"}
+        base.update(changes)
+        return cls(**base)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
 __all__ = ["CHUNK_SIZE", "FileDigest", "canonical_json", "copy_hashed", "sha256_bytes",
-           "sha256_file", "sha256_json", "sha256_stream"]
+           "onnx_graph_sha256", "sha256_file", "sha256_json", "sha256_stream"]
 
 # 1 MiB: large enough that hashing runs at disk speed, small enough for any device.
 CHUNK_SIZE = 1 << 20
@@ -84,3 +84,11 @@ def canonical_json(record: Any) -> bytes:
 def sha256_json(record: Any) -> str:
     """Fingerprint of a JSON-able record (a model spec's metadata, build options)."""
     return sha256_bytes(canonical_json(record))
+
+
+def onnx_graph_sha256(model: Any) -> str:
+    """Fingerprint of an ONNX model's graph (structure and weights, not ``metadata_props``):
+    the same network whatever provenance or spec metadata it carries. Calibration statistics,
+    FP16 resume checks and calibrated artifacts' ``source_sha256`` use it. ``model`` is an
+    ``onnx.ModelProto`` (not imported here: the module stays standard library)."""
+    return sha256_bytes(model.graph.SerializeToString(deterministic=True))

@@ -163,6 +163,10 @@ def _dims(dims: "trt.Dims") -> List[int]:
 
 
 def _spec_from_record(record: Dict[str, Any], path: Path) -> ModelSpec:
+    if record.get("artifact") is not None:  # the provenance record (refused if too new)
+        from edge_resnet.core import ArtifactInfo
+
+        return ArtifactInfo.from_dict(record["artifact"]).spec
     metadata = record.get("spec")
     if not isinstance(metadata, dict):
         raise ModelError(f"{path}: the sidecar carries no model spec; pass spec=ModelSpec(...)")

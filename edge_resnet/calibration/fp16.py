@@ -35,13 +35,16 @@ def convert_fp16(model: "object", keep_io_types: bool = True) -> "object":
     except ImportError as exc:
         raise DependencyError("FP16 conversion needs onnxconverter-common: "
                               "pip install 'edge-resnet[host]'") from exc
-    from edge_resnet.calibration.qdq import set_metadata
+    from edge_resnet.calibration.qdq import record_artifact, set_metadata
+    from edge_resnet.fingerprints import onnx_graph_sha256
 
     with warnings.catch_warnings():  # it warns once per tiny weight it rounds to 1e-7
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(model, keep_io_types=keep_io_types,
                                                      disable_shape_infer=False)
     set_metadata(converted, {"edge_resnet.precision": "fp16"})
+    record_artifact(converted, model, precision="fp16", calibration_method=None, float_nodes=(),
+                    source_sha256=onnx_graph_sha256(model), source_kind="onnx-graph")
     return converted
 
 

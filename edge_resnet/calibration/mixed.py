@@ -49,7 +49,7 @@ def float_layers(qdq_model: "object", convs: Sequence[str]) -> "object":
     """Copy of ``qdq_model`` with the Conv/Add nodes ``convs`` fed by their float inputs."""
     import onnx
 
-    from edge_resnet.calibration.qdq import set_metadata
+    from edge_resnet.calibration.qdq import record_artifact, set_metadata
 
     model = onnx.ModelProto()
     model.CopyFrom(qdq_model)  # type: ignore[arg-type]
@@ -73,6 +73,7 @@ def float_layers(qdq_model: "object", convs: Sequence[str]) -> "object":
             import json
             previous = json.loads(prop.value)
     set_metadata(model, {FLOAT_NODES_KEY: sorted(set(previous) | set(convs))})
+    record_artifact(model, qdq_model, float_nodes=tuple(sorted(set(previous) | set(convs))))
     return model
 
 

@@ -27,18 +27,19 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
 from edge_resnet.calibration.checker import FLOAT_NODES_KEY, check_qdq
 from edge_resnet.calibration.graph import (GraphIndex, conv_depths, name_nodes, resnet_layout,
                                            residual_inputs)
-from edge_resnet.core import CalibrationError, InputError
+from edge_resnet.core import ARTIFACT_INFO_KEY, ArtifactInfo, CalibrationError, InputError
+from edge_resnet.fingerprints import onnx_graph_sha256
 from edge_resnet.io_utils import atomic_path
 
 __all__ = ["QdqOptions", "QuantPoint", "build_qdq", "placement", "quantized_tensors",
-           "save_model", "set_metadata"]
+           "record_artifact", "save_model", "set_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,20 @@ def set_metadata(model: "object", values: Mapping[str, object]) -> None:
         props.add(key=key, value=value)
     for key, value in values.items():
         props.add(key=key, value=json.dumps(value))
+
+
+def record_artifact(target: "object", parent: "object", **changes: Any) -> None:
+    """Write ``target``'s provenance record (:class:`~edge_resnet.core.ArtifactInfo`, one JSON
+    value under ``edge_resnet.artifact``): ``parent``'s record with ``changes``. A parent
+    without edge-resnet metadata (its spec was given by the caller) has no spec to record, so
+    nothing is written."""
+    from edge_resnet import __version__
+
+    meta = {p.key: p.value for p in parent.metadata_props}  # type: ignore[attr-defined]
+    if "edge_resnet.labels" not in meta:
+        return
+    info = ArtifactInfo.derived(meta, sdk_version=__version__, **changes)
+    set_metadata(target, {ARTIFACT_INFO_KEY: info.to_dict()})
 
 
 def _prepare(model: "object") -> "object":
@@ -196,6 +211,9 @@ def build_qdq(model: "object", ranges: Mapping[str, float],
     set_metadata(prepared, {"edge_resnet.precision": "int8",
                             "edge_resnet.calibration_method": options.method,
                             FLOAT_NODES_KEY: sorted(options.float_nodes)})
+    record_artifact(prepared, model, precision="int8", calibration_method=options.method,
+                    float_nodes=tuple(sorted(options.float_nodes)),
+                    source_sha256=onnx_graph_sha256(model), source_kind="onnx-graph")
     violations = check_qdq(prepared)
     if violations:
         raise CalibrationError("the QDQ graph breaks TensorRT rules: " +

@@ -13,7 +13,6 @@ merging exact and memory bounded (pytorch-quantization instead appends bins of t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from edge_resnet.core import CalibrationError, InputError, ModelError
+from edge_resnet.fingerprints import onnx_graph_sha256
 from edge_resnet.io_utils import atomic_path
 
 __all__ = ["ActivationStats", "TensorStats", "activation_tensors", "collect_stats",
@@ -210,9 +210,9 @@ def load_onnx(path: "str | Path") -> "object":
 
 
 def model_fingerprint(model: "object") -> str:
-    """sha256 of the graph (structure and weights, not metadata): identifies the model."""
-    graph = model.graph  # type: ignore[attr-defined]
-    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+    """sha256 of the graph (structure and weights, not metadata): identifies the model
+    (:func:`edge_resnet.fingerprints.onnx_graph_sha256`, the one implementation)."""
+    return onnx_graph_sha256(model)
 
 
 def activation_tensors(model: "object") -> List[str]:

@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-from edge_resnet.core import InputError, ModelError
-from edge_resnet.devices.plan import BuildArtifacts, OnnxArtifact
+from edge_resnet.core import ArtifactInfo, InputError, ModelError
+from edge_resnet.devices.plan import BuildArtifacts, BuildPlan, OnnxArtifact
 from edge_resnet.fingerprints import sha256_file
 
-__all__ = ["collect_artifacts", "describe_onnx", "model_metadata", "read_cache_header"]
+__all__ = ["collect_artifacts", "describe_onnx", "engine_artifact", "model_metadata",
+           "read_cache_header"]
 
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 # onnx.TensorProto element types the plan distinguishes.
@@ -63,6 +64,19 @@ def model_metadata(path: "str | Path") -> Dict[str, str]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props if p.key.startswith("edge_resnet.")}
+
+
+def engine_artifact(plan: BuildPlan, model_sha256: str) -> Optional[ArtifactInfo]:
+    """The provenance record of the engine ``plan`` builds: the ONNX's own record (or one made
+    from its spec) with the engine's precision and the ONNX file's sha256 as its source. None
+    for an ONNX without edge-resnet metadata (there is no spec to record)."""
+    from edge_resnet import __version__
+
+    meta = model_metadata(plan.input_model)
+    if "edge_resnet.labels" not in meta:
+        return None
+    return ArtifactInfo.derived(meta, precision=plan.precision, source_sha256=model_sha256,
+                               source_kind="onnx-file", sdk_version=__version__)
 
 
 def read_cache_header(path: "str | Path") -> Tuple[int, str]:

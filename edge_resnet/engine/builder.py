@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from edge_resnet.core import InputError, ModelError
 from edge_resnet.devices.plan import BuildPlan
 from edge_resnet.engine import trt_api
-from edge_resnet.engine.artifacts import model_metadata
+from edge_resnet.engine.artifacts import engine_artifact, model_metadata
 from edge_resnet.engine.cache import CacheEntry, cache_key, engine_path, get_or_build
 from edge_resnet.io_utils import atomic_write_bytes, atomic_write_text
 
@@ -285,4 +285,5 @@ def build_cached(plan: BuildPlan, model_sha256: str, cache_sha256: str = "",
 
     def build(tmp: Path) -> Dict[str, Any]:
         return dict(build_engine(plan, tmp, final, progress), spec=spec)
-    return get_or_build(plan, model_sha256, cache_sha256, build)
+    return get_or_build(plan, model_sha256, cache_sha256, build,
+                        artifact=engine_artifact(plan, model_sha256))

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from edge_resnet import __version__ as SDK_VERSION
-from edge_resnet.core import InputError, ModelError
+from edge_resnet.core import ArtifactInfo, InputError, ModelError
 from edge_resnet.devices.plan import BuildPlan
 from edge_resnet.fingerprints import sha256_json
 from edge_resnet.io_utils import atomic_write_json
 
 __all__ = ["SIDECAR_FORMAT", "CacheEntry", "cache_key", "check_compatible", "engine_path",
-           "ensure_writable", "file_lock", "get_or_build", "read_sidecar", "write_sidecar"]
+           "ensure_writable", "file_lock", "get_or_build", "read_engine_artifact", "read_sidecar",
+           "write_sidecar"]
 
 SIDECAR_FORMAT = "edge-resnet-engine/1"
 
@@ -89,6 +90,14 @@ def read_sidecar(engine: "str | Path") -> Dict[str, Any]:
     return record
 
 
+def read_engine_artifact(engine: "str | Path") -> Optional[ArtifactInfo]:
+    """The engine's provenance record (``artifact`` in its sidecar: spec, precision, the ONNX
+    file's sha256, calibration method, SDK version, ...); None for an engine built from an ONNX
+    without edge-resnet metadata. A record of a newer version is refused."""
+    data = read_sidecar(engine).get("artifact")
+    return None if data is None else ArtifactInfo.from_dict(data)
+
+
 def check_compatible(record: Dict[str, Any], trt_version: str,
                      compute_capability: Optional[str], device: Optional[str] = None) -> None:
     """Refuse an engine built by another TensorRT or for another GPU, naming both sides."""
@@ -134,12 +143,14 @@ def file_lock(path: "str | Path") -> Iterator[None]:
 
 
 def get_or_build(plan: BuildPlan, model_sha256: str, cache_sha256: str,
-                 build: Callable[[Path], Dict[str, Any]]) -> CacheEntry:
+                 build: Callable[[Path], Dict[str, Any]],
+                 artifact: Optional[ArtifactInfo] = None) -> CacheEntry:
     """Return the cached engine for ``plan`` or build it under the lock.
 
     ``build(tmp_engine_path)`` writes the engine to the path it is given and returns extra
     sidecar fields (build log and report names, timings); the engine is renamed into place only
     when it succeeded, then the sidecar is written, so a reader never sees half an engine.
+    ``artifact`` (the engine's provenance record) goes into the sidecar as ``artifact``.
     """
     ensure_writable(plan.out_dir)
     key = cache_key(plan, model_sha256, cache_sha256)
@@ -152,6 +163,8 @@ def get_or_build(plan: BuildPlan, model_sha256: str, cache_sha256: str,
         tmp = engine.with_name(f".{engine.name}.{os.getpid()}.tmp")
         try:
             extra = build(tmp)
+            if artifact is not None:
+                extra = dict(extra, artifact=artifact.to_dict())
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise ModelError(f"the build wrote no engine to {tmp}")
             write_sidecar(engine, key, plan, extra)  # sidecar first: an engine never lacks one

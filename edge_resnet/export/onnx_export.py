@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from edge_resnet import __version__
-from edge_resnet.core import InputError, ModelError, ModelSpec
+from edge_resnet.core import ArtifactInfo, InputError, ModelError, ModelSpec
 from edge_resnet.io_utils import atomic_path, ensure_parent
 
 __all__ = ["ExportResult", "MIN_OPSET", "MAX_OPSET", "FEATURES_NAME", "export_onnx",
@@ -331,6 +331,10 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: "str | Path", *, op
                      "edge_resnet.sdk_version": json.dumps(__version__),
                      "edge_resnet.source": json.dumps(source),
                      "edge_resnet.exporter": json.dumps(_EXPORTER)})
+    metadata.update(ArtifactInfo(
+        spec=graph_spec, precision="fp32", source=source, sdk_version=__version__,
+        source_sha256=graph_spec.weights_sha256,
+        source_kind="weights" if graph_spec.weights_sha256 else "").to_metadata())
     proto = _finish_graph(_torch_export(net, dummy, opset, names, dynamic_batch), metadata)
     try:
         data = proto.SerializeToString()
