@@ -82,7 +82,7 @@ def _diagnose_network(uri: "SourceURI", timeout: float) -> str:
         return (f"connection refused by {host}:{port} (nothing listening: the camera/server "
                 "is down or the port is wrong)")
     except socket.timeout:
-        return (f"timed out connecting to {host}:{port} after {timeout:.0f}s (unreachable, "
+        return (f"timed out connecting to {host}:{port} after {timeout:g} s (unreachable, "
                 "powered off or firewalled)")
     except OSError as exc:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
