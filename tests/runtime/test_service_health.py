@@ -196,3 +196,11 @@ def test_log_lines_have_timestamps_and_levels(digits_onnx: Path, tmp_path: Path)
     assert lines and all(pattern.match(line) for line in lines), lines
     assert any(" WARNING " in line and "3.png" in line for line in lines)   # the bad image
     assert any(" INFO " in line and "processed 3" in line for line in lines)  # the summary
+
+
+def test_prometheus_client_is_imported_only_for_a_metrics_port() -> None:
+    code = ("import sys, edge_resnet.runtime.service, edge_resnet.runtime.cli\n"
+            "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
