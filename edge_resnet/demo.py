@@ -57,6 +57,7 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
     training thread count (0: all cores; 1 is faster on a machine busy with other work).
     """
     from edge_resnet.calibration import CalibrationOptions
+    from edge_resnet.calibration.options import Fp16Options, ReaderOptions
     from edge_resnet.calibration import calibrate as run_calibration
     from edge_resnet.evaluation import evaluate, write_report
     from edge_resnet.export.finetune import finetune
@@ -91,7 +92,8 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
     if calibrate:
         calibration_dir = out / "calibration"
         cal = run_calibration(exported.path, digits.train_dir, calibration_dir, CalibrationOptions(
-            methods=("all",), num_images=256, seed=seed, fp16=True, progress=progress))
+            methods=("all",), reader=ReaderOptions(num_images=256, seed=seed),
+            fp16=Fp16Options(), progress=progress))
         if cal.fp16_path is not None:
             candidates["fp16"] = cal.fp16_path
         candidates.update({f"int8-{m}": a.qdq_path for m, a in sorted(cal.methods.items())})

@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge_resnet.calibration.graph import resnet_layout
-from edge_resnet.calibration.methods import MethodOptions, compute_ranges, method_names
+from edge_resnet.calibration.methods import compute_ranges, method_names
+from edge_resnet.calibration.options import AccuracyOptions, CalibrationOptions, Fp16Options
 from edge_resnet.calibration.scoring import (HOLDOUT_EVERY, HoldoutSplit, MethodScore,
                                              choose_method, score_methods)
 from edge_resnet.calibration.stats import (ActivationStats, collect_stats, load_onnx,
@@ -36,74 +37,6 @@ __all__ = ["CalibrationOptions", "CalibrationResult", "MethodArtifacts", "calibr
 log = logging.getLogger(__name__)
 
 _FP16_KEY = "edge_resnet.fp16_of"  # [fp32 graph fingerprint, keep_io_types]: resume check
-
-
-@dataclass(frozen=True)
-class CalibrationOptions:
-    """Everything ``calibrate`` can be told; validated before any work starts."""
-
-    methods: Tuple[str, ...] = ("auto",)
-    percentile: float = 99.99
-    num_images: Optional[int] = 512
-    seed: int = 0
-    batch_size: int = 16
-    num_bins: int = 2048
-    stats_path: Optional[Path] = None
-    trt_version: Union[int, str] = 8502
-    cache_calibrator: str = "entropy2"
-    fp16: bool = False
-    keep_io_types: bool = True
-    quantize_fc: bool = False
-    max_drop: Optional[float] = None
-    eval_data: Optional[Path] = None
-    eval_images: Optional[int] = None
-    sensitivity_images: int = 64
-    max_float_layers: Optional[int] = None
-    frame_stride: int = 1
-    reader: Optional[str] = None
-    threads: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from edge_resnet.calibration.trt_cache import calibrator_header, parse_trt_version
-
-        unknown = [m for m in self.methods if m not in method_names() + ["all", "auto"]]
-        if unknown or not self.methods:
-            raise InputError(f"unknown calibration method(s) {unknown}; choose from "
-                             f"{', '.join(method_names())}, all or auto")
-        if len(self.methods) > 1 and ("auto" in self.methods or "all" in self.methods):
-            raise InputError("auto and all stand alone; do not combine them with other methods")
-        object.__setattr__(self, "methods", tuple(self.methods))
-        MethodOptions(percentile=self.percentile)
-        parse_trt_version(self.trt_version)
-        calibrator_header(self.cache_calibrator)
-        if self.num_images is not None and self.num_images <= 0:
-            raise InputError(f"--num-images must be a positive number, got {self.num_images}")
-        if self.batch_size <= 0:
-            raise InputError(f"batch size must be positive, got {self.batch_size}")
-        if self.max_drop is not None:
-            if not self.max_drop >= 0:
-                raise InputError(f"--max-drop must be >= 0 points, got {self.max_drop}")
-            if self.eval_data is None:
-                raise InputError("--max-drop needs --eval-data: a labeled held-out folder "
-                                 "(one subfolder per class) to measure the drop on")
-        if self.eval_data is not None and not Path(self.eval_data).is_dir():
-            raise InputError(f"evaluation folder {self.eval_data} does not exist")
-
-    @property
-    def method_options(self) -> MethodOptions:
-        return MethodOptions(percentile=self.percentile)
-
-    @property
-    def scored_methods(self) -> List[str]:
-        """Methods whose INT8 model is built and scored on the held-out images."""
-        return method_names() if self.methods[0] in ("auto", "all") else list(self.methods)
-
-    def written_methods(self, chosen: str) -> List[str]:
-        """Methods whose artifacts are written once ``chosen`` is known."""
-        if self.methods[0] == "auto":
-            return [chosen]
-        return method_names() if self.methods[0] == "all" else list(self.methods)
 
 
 @dataclass
@@ -155,11 +88,9 @@ def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: 
            opts: CalibrationOptions, fingerprint: str
            ) -> Tuple[ActivationStats, bool, int, List[np.ndarray]]:
     """Statistics (computed, or reused from ``path``) and the held-out scoring batches."""
-    from edge_resnet.calibration.readers import ReaderOptions, open_reader
+    from edge_resnet.calibration.readers import open_reader
 
-    reader = None if data is None else open_reader(
-        data, spec, ReaderOptions(opts.num_images, opts.seed, opts.batch_size,
-                                  opts.frame_stride), kind=opts.reader)
+    reader = None if data is None else open_reader(data, spec, opts.reader)
     split = HoldoutSplit(reader if reader is not None else [], HOLDOUT_EVERY)
     if path.is_file():
         stats = ActivationStats.load(path, fingerprint=fingerprint)
@@ -170,7 +101,7 @@ def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: 
             if stats.extra.get("holdout_every") != str(HOLDOUT_EVERY):
                 log.warning("statistics %s were made without a hold-out: the range methods are "
                             "scored on images the statistics have seen", path)
-        return stats, True, stats.skipped, split.held_batches(opts.batch_size)
+        return stats, True, stats.skipped, split.held_batches(opts.reader.batch_size)
     if reader is None:
         raise InputError(f"no calibration data given and no statistics file at {path}")
     expected = reader.expected_images()
@@ -184,7 +115,7 @@ def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: 
     stats.skipped = reader.skips.count
     stats.extra["holdout_every"] = str(HOLDOUT_EVERY)
     stats.save(path)
-    return stats, False, reader.skips.count, split.held_batches(opts.batch_size)
+    return stats, False, reader.skips.count, split.held_batches(opts.reader.batch_size)
 
 
 _QDQ_PLACEMENT = 2  # bumped when build_qdq places Q/DQ differently: old artifacts are rebuilt
@@ -194,10 +125,10 @@ def _artifacts(out_dir: Path, stem: str, method: str, opts: CalibrationOptions
                ) -> MethodArtifacts:
     from edge_resnet.calibration.trt_cache import parse_trt_version
 
-    version = parse_trt_version(opts.trt_version)
+    version = parse_trt_version(opts.cache.trt_version)
     return MethodArtifacts(
         method, out_dir / f"{stem}.int8.{method}.onnx", out_dir / f"{stem}.ranges.{method}.json",
-        out_dir / f"{stem}.{method}.trt{version}.{opts.cache_calibrator}.cache")
+        out_dir / f"{stem}.{method}.trt{version}.{opts.cache.calibrator}.cache")
 
 
 def _build_method(model: Any, stats: ActivationStats, method: str, opts: CalibrationOptions
@@ -206,7 +137,7 @@ def _build_method(model: Any, stats: ActivationStats, method: str, opts: Calibra
     from edge_resnet.calibration.qdq import QdqOptions, build_qdq
 
     started = time.perf_counter()
-    ranges = compute_ranges(stats, method, opts.method_options)
+    ranges = compute_ranges(stats, method, opts.ranges)
     seconds = time.perf_counter() - started
     qdq = build_qdq(model, ranges, QdqOptions(quantize_fc=opts.quantize_fc, method=method))
     return ranges, qdq, seconds
@@ -219,23 +150,23 @@ def _method_stage(built: Tuple[Dict[str, float], Any, float], stats: ActivationS
     from edge_resnet.calibration.trt_cache import write_cache
 
     key = {"model": stats.fingerprint, "method": art.method, "images": stats.num_images,
-           "options": asdict(opts.method_options), "quantize_fc": opts.quantize_fc,
-           "calibrator": opts.cache_calibrator, "placement": _QDQ_PLACEMENT}
+           "options": asdict(opts.ranges), "quantize_fc": opts.quantize_fc,
+           "calibrator": opts.cache.calibrator, "placement": _QDQ_PLACEMENT}
     if art.qdq_path.is_file() and art.cache_path.is_file() and art.ranges_path.is_file():
         if json.loads(art.ranges_path.read_text()).get("key") == key:
             art.reused = True
             return art
     ranges, qdq, seconds = built
     save_model(qdq, art.qdq_path)
-    write_cache(art.cache_path, ranges, trt_version=opts.trt_version,
-                names=list(stats.tensors), calibrator=opts.cache_calibrator)
+    write_cache(art.cache_path, ranges, trt_version=opts.cache.trt_version,
+                names=list(stats.tensors), calibrator=opts.cache.calibrator)
     atomic_write_json(art.ranges_path, {"key": key, "method": art.method, "amax": ranges,
                                         "range_seconds": seconds,
                                         "scale": "amax / 127, symmetric int8"})
     return art
 
 
-def _fp16_stage(model: Any, path: Path, opts: CalibrationOptions, batch: np.ndarray) -> Path:
+def _fp16_stage(model: Any, path: Path, opts: Fp16Options, batch: np.ndarray) -> Path:
     from edge_resnet.calibration.fp16 import check_fp16, convert_fp16
     from edge_resnet.calibration.qdq import save_model, set_metadata
 
@@ -255,14 +186,16 @@ def _fp16_stage(model: Any, path: Path, opts: CalibrationOptions, batch: np.ndar
     return save_model(half, path)
 
 
-def _eval_batches(folder: Path, spec: ModelSpec, opts: CalibrationOptions
+def _eval_batches(accuracy: AccuracyOptions, spec: ModelSpec, seed: int
                   ) -> Tuple[List[np.ndarray], np.ndarray]:
+    """The held-out labeled images, decoded and preprocessed once for every model."""
     from edge_resnet.calibration.readers import records_reader
     from edge_resnet.core import DataError
     from edge_resnet.images import ImageFolder
 
+    folder = accuracy.data
     images = ImageFolder(folder, labels=spec.labels, labeled=True, label_ids=spec.label_ids)
-    records = images.sample(opts.eval_images, opts.seed)
+    records = images.sample(accuracy.num_images, seed)
     batches, labels = [], []
     for batch, y in records_reader(records, spec, batch_size=64):
         batches.append(batch)
@@ -273,10 +206,10 @@ def _eval_batches(folder: Path, spec: ModelSpec, opts: CalibrationOptions
 
 
 def _evaluate_all(model: Any, result: CalibrationResult, batches: Sequence[np.ndarray],
-                  labels: np.ndarray, opts: CalibrationOptions) -> None:
+                  labels: np.ndarray, threads: int) -> None:
     from edge_resnet.calibration.mixed import _Runner, _top1
 
-    runner = _Runner(batches, opts.threads)
+    runner = _Runner(batches, threads)
     result.fp32_top1 = _top1(runner.logits(model), labels)
     for art in result.methods.values():
         art.top1 = _top1(runner.logits(load_onnx(art.qdq_path)), labels)
@@ -291,12 +224,13 @@ def _mixed_stage(model: Any, result: CalibrationResult, batches: Sequence[np.nda
     from edge_resnet.calibration.qdq import save_model
 
     start = result.chosen_method or result.best_method
-    if start is None or opts.max_drop is None:
-        raise InputError("accuracy-aware mode needs --max-drop and a range method to start from")
+    accuracy = opts.accuracy
+    if start is None or accuracy is None or accuracy.max_drop is None:
+        raise InputError("accuracy-aware mode needs max_drop and a range method to start from")
     qdq = load_onnx(result.methods[start].qdq_path)
-    mixed_model, mixed = search_mixed(model, qdq, batches, labels, opts.max_drop,
-                                      sensitivity_images=opts.sensitivity_images,
-                                      max_float_layers=opts.max_float_layers,
+    mixed_model, mixed = search_mixed(model, qdq, batches, labels, accuracy.max_drop,
+                                      sensitivity_images=accuracy.sensitivity_images,
+                                      max_float_layers=accuracy.max_float_layers,
                                       threads=opts.threads, progress=opts.progress)
     result.mixed = mixed
     result.mixed_path = save_model(mixed_model, result.out_dir / f"{stem}.int8.mixed.onnx")
@@ -304,20 +238,19 @@ def _mixed_stage(model: Any, result: CalibrationResult, batches: Sequence[np.nda
 
 def calibrate(model_onnx: Union[str, Path], data: Optional[Union[str, Path]],
               out_dir: Union[str, Path], options: Optional[CalibrationOptions] = None, *,
-              spec: Optional[ModelSpec] = None, **overrides: Any) -> CalibrationResult:
+              spec: Optional[ModelSpec] = None) -> CalibrationResult:
     """Calibrate ``model_onnx`` (an FP32 ResNet ONNX) on ``data`` into ``out_dir``.
 
     ``data``: image folder, video file or list file (may be None when the statistics file
-    already exists). Options as a :class:`CalibrationOptions` or keyword overrides.
-    Raises :class:`GateError` when ``max_drop`` cannot be met (other artifacts stay).
+    already exists and a method is named). ``options``: :class:`CalibrationOptions` (defaults:
+    ``--method auto`` on 512 images, a TensorRT 8.5.2 cache for EntropyCalibration2).
+    Raises :class:`GateError` when ``accuracy.max_drop`` cannot be met (other artifacts stay).
     """
-    opts = options or CalibrationOptions(**overrides)
-    if options is not None and overrides:
-        raise InputError("pass either options or keyword overrides, not both")
+    opts = options if options is not None else CalibrationOptions()
     if opts.methods[0] == "auto" and data is None:
-        raise InputError("--method auto scores the range methods on held-out calibration images: "
-                         "give the calibration data (statistics are still reused) or choose a "
-                         f"--method ({', '.join(method_names())})")
+        raise InputError("method auto scores the range methods on held-out calibration images: "
+                         "give the calibration data (statistics are still reused) or name a "
+                         f"method ({', '.join(method_names())})")
     model = load_onnx(model_onnx)
     resnet_layout(model)
     spec = _spec_of(model, spec)
@@ -341,8 +274,8 @@ def _run(model: Any, data: Optional[Union[str, Path]], out: Path, spec: ModelSpe
          fingerprint: str, stem: str, opts: CalibrationOptions) -> CalibrationResult:
     batches: List[np.ndarray] = []
     labels = np.zeros(0, dtype=np.int64)
-    if opts.eval_data is not None:  # validated (and decoded once) before anything is written
-        batches, labels = _eval_batches(Path(opts.eval_data), spec, opts)
+    if opts.accuracy is not None:  # validated (and decoded once) before anything is written
+        batches, labels = _eval_batches(opts.accuracy, spec, opts.reader.seed)
     stats_path = Path(opts.stats_path) if opts.stats_path else out / f"{stem}.stats.npz"
     stats, reused, skipped, held = _stats(model, data, spec, stats_path, opts, fingerprint)
     result = CalibrationResult(out, stats_path, reused, stats.num_images, skipped, stats.seconds)
@@ -360,14 +293,14 @@ def _run(model: Any, data: Optional[Union[str, Path]], out: Path, spec: ModelSpe
     for method in opts.written_methods(result.chosen_method or ""):
         result.methods[method] = _method_stage(built[method], stats,
                                                _artifacts(out, stem, method, opts), opts)
-    if opts.fp16:
+    if opts.fp16 is not None:
         check_batch = (batches or held or [_check_batch(data, spec, opts)])[0]
-        result.fp16_path = _fp16_stage(model, out / f"{stem}.fp16.onnx", opts, check_batch)
+        result.fp16_path = _fp16_stage(model, out / f"{stem}.fp16.onnx", opts.fp16, check_batch)
     if batches:
-        _evaluate_all(model, result, batches, labels, opts)
+        _evaluate_all(model, result, batches, labels, opts.threads)
     summary = out / f"{stem}.calibration.json"
     result.summary_path = summary
-    if opts.max_drop is not None:
+    if opts.accuracy is not None and opts.accuracy.max_drop is not None:
         try:
             _mixed_stage(model, result, batches, labels, stem, opts)
         finally:
@@ -380,15 +313,15 @@ def _run(model: Any, data: Optional[Union[str, Path]], out: Path, spec: ModelSpe
 def _check_batch(data: Optional[Union[str, Path]], spec: ModelSpec,
                  opts: CalibrationOptions) -> np.ndarray:
     """A batch of calibration images for the FP16 check (random inputs if there is no data)."""
-    from edge_resnet.calibration.readers import ReaderOptions, open_reader
+    from dataclasses import replace
+
+    from edge_resnet.calibration.readers import open_reader
 
     if data is not None:
-        reader = open_reader(data, spec, ReaderOptions(opts.batch_size, opts.seed,
-                                                       opts.batch_size, opts.frame_stride),
-                             kind=opts.reader)
-        for batch in reader:
+        one_batch = replace(opts.reader, num_images=opts.reader.batch_size)
+        for batch in open_reader(data, spec, one_batch):
             return batch
-    rng = np.random.default_rng(opts.seed)
+    rng = np.random.default_rng(opts.reader.seed)
     if spec.fused_preprocessing:
         return rng.integers(0, 256, size=spec.input_shape(4), dtype=np.uint8)
     return rng.standard_normal(spec.input_shape(4)).astype(np.float32)

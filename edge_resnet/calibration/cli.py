@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, List
 
+from edge_resnet.calibration.options import CALIBRATORS, METHODS, CalibrationOptions
+from edge_resnet.core import InputError
+
 __all__ = ["register"]
 
 
+# Library option names as the CLI spells them, for error messages.
+_FLAGS = {"num_images": "--num-images", "batch_size": "--batch-size", "percentile": "--percentile",
+          "frame_stride": "--frame-stride", "max_drop": "--max-drop", "threads": "--threads",
+          "max_float_layers": "--max-float-layers", "evaluation folder": "--eval-data folder",
+          "method auto": "--method auto", "name a method": "choose a --method"}
+
+
 def register(subparsers: Any) -> None:
+    _OPTS = CalibrationOptions()  # the library's defaults are the CLI's (numpy, no ONNX/torch)
     cal = subparsers.add_parser(
         "calibrate", help="INT8 (QDQ ONNX + TensorRT cache), FP16 and mixed precision",
         description="One statistics pass over DATA (image folder, video or list file), then "
@@ -21,22 +33,23 @@ def register(subparsers: Any) -> None:
                      help="calibration images: folder, video file or .txt list of paths "
                           "(optional when --stats exists)")
     cal.add_argument("--out", type=Path, required=True, help="output folder")
-    cal.add_argument("--method", default="auto",
-                     choices=["auto", "entropy", "minmax", "percentile", "mse", "all"],
+    cal.add_argument("--method", default=_OPTS.methods[0], choices=("auto", *METHODS, "all"),
                      help="range method; auto (default) scores every method on calibration "
                           "images held out of the statistics and keeps the one that agrees "
                           "best with FP32; all writes every method")
-    cal.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
-    cal.add_argument("--num-images", type=int, default=512)
-    cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--batch-size", type=int, default=16)
-    cal.add_argument("--frame-stride", type=int, default=1, help="video: use every N-th frame")
+    cal.add_argument("--percentile", type=float, default=_OPTS.ranges.percentile,
+                     help="for --method percentile")
+    cal.add_argument("--num-images", type=int, default=_OPTS.reader.num_images)
+    cal.add_argument("--seed", type=int, default=_OPTS.reader.seed)
+    cal.add_argument("--batch-size", type=int, default=_OPTS.reader.batch_size)
+    cal.add_argument("--frame-stride", type=int, default=_OPTS.reader.frame_stride,
+                     help="video: use every N-th frame")
     cal.add_argument("--stats", type=Path, help="statistics .npz: reused if it exists, "
                                                 "written there otherwise")
-    cal.add_argument("--trt-version", default="8502",
+    cal.add_argument("--trt-version", default=str(_OPTS.cache.trt_version),
                      help="TensorRT version of the cache header, e.g. 8502, 8.6.1, 10.3.0")
-    cal.add_argument("--cache-calibrator", default="entropy2",
-                     choices=["entropy2", "minmax", "legacy"],
+    cal.add_argument("--cache-calibrator", default=_OPTS.cache.calibrator,
+                     choices=tuple(CALIBRATORS),
                      help="TensorRT calibrator class that will read the cache (its header must "
                           "name it or TensorRT ignores the file): entropy2 = "
                           "IInt8EntropyCalibrator2, what trtexec --calib uses (default)")
@@ -50,7 +63,7 @@ def register(subparsers: Any) -> None:
                           "drop on --eval-data is at most this many points")
     cal.add_argument("--max-float-layers", type=int,
                      help="accuracy-aware mode: most layers left float (default: a quarter)")
-    cal.add_argument("--threads", type=int, default=0)
+    cal.add_argument("--threads", type=int, default=_OPTS.threads)
     cal.add_argument("--no-progress", action="store_true")
     cal.set_defaults(func=_calibrate)
 
@@ -63,16 +76,38 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from edge_resnet.calibration.api import CalibrationOptions, calibrate
+def _options(args: argparse.Namespace) -> CalibrationOptions:
+    from edge_resnet.calibration.options import (AccuracyOptions, CacheOptions, Fp16Options,
+                                                 MethodOptions, ReaderOptions)
 
-    options = CalibrationOptions(
-        methods=(args.method,), percentile=args.percentile, num_images=args.num_images,
-        seed=args.seed, batch_size=args.batch_size, stats_path=args.stats,
-        trt_version=args.trt_version, cache_calibrator=args.cache_calibrator, fp16=args.fp16, keep_io_types=not args.fp16_io,
-        quantize_fc=args.quantize_fc, max_drop=args.max_drop, eval_data=args.eval_data,
-        max_float_layers=args.max_float_layers, frame_stride=args.frame_stride, threads=args.threads, progress=not args.no_progress)
-    result = calibrate(args.model, args.data, args.out, options)
+    accuracy = None
+    if args.eval_data is not None:
+        accuracy = AccuracyOptions(args.eval_data, max_drop=args.max_drop,
+                                   max_float_layers=args.max_float_layers)
+    elif args.max_drop is not None or args.max_float_layers is not None:
+        raise InputError("--max-drop needs --eval-data: a labeled held-out folder (one subfolder "
+                         "per class) to measure the drop on")
+    return CalibrationOptions(
+        methods=(args.method,),
+        reader=ReaderOptions(args.num_images, args.seed, args.batch_size, args.frame_stride),
+        ranges=MethodOptions(percentile=args.percentile),
+        cache=CacheOptions(args.trt_version, args.cache_calibrator),
+        fp16=Fp16Options(keep_io_types=not args.fp16_io) if args.fp16 else None,
+        accuracy=accuracy, quantize_fc=args.quantize_fc, stats_path=args.stats,
+        threads=args.threads, progress=not args.no_progress)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from edge_resnet.calibration.api import calibrate
+
+    try:
+        options = _options(args)
+        result = calibrate(args.model, args.data, args.out, options)
+    except InputError as exc:  # the library speaks its own names; say them as flags here
+        message = str(exc)
+        for name, flag in _FLAGS.items():
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, message)
+        raise InputError(message) from exc
     lines: List[str] = [f"statistics: {result.stats_path} ({result.images_used} images, "
                         f"{result.skipped} skipped{', reused' if result.stats_reused else ''})"]
     if result.method_scores:

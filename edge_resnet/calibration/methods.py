@@ -12,11 +12,11 @@ loop, which the tests check) so it takes milliseconds instead of seconds per ten
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping
 
 import numpy as np
 
+from edge_resnet.calibration.options import MethodOptions
 from edge_resnet.calibration.stats import ActivationStats, TensorStats
 from edge_resnet.core import InputError
 
@@ -32,24 +32,6 @@ class Method(str, enum.Enum):
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
     MSE = "mse"
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    """Knobs of the histogram methods (defaults are pytorch-quantization's)."""
-
-    percentile: float = 99.99
-    start_bin: int = 128
-    stride: int = 1
-    num_bits: int = 8
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.percentile <= 100.0:
-            raise InputError(f"percentile must be in (0, 100], got {self.percentile}")
-        if self.start_bin < 1 or self.stride < 1:
-            raise InputError("start_bin and stride must be positive")
-        if not 2 <= self.num_bits <= 16:
-            raise InputError(f"num_bits must be in [2, 16], got {self.num_bits}")
 
 
 AmaxFn = Callable[[TensorStats, MethodOptions], float]

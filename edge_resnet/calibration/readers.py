@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from edge_resnet.calibration.options import ReaderOptions
 from edge_resnet.core import DataError, InputError, ModelSpec, SourceError
 from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, read_image
 from edge_resnet.preprocessing import preprocess_batch
@@ -25,24 +25,6 @@ __all__ = ["CalibrationReader", "ImageFolderReader", "ListFileReader", "ReaderOp
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
-
-
-@dataclass(frozen=True)
-class ReaderOptions:
-    """How many images, in which order, in what batches; shared by every reader."""
-
-    num_images: Optional[int] = None
-    seed: int = 0
-    batch_size: int = 16
-    frame_stride: int = 1
-
-    def __post_init__(self) -> None:
-        if self.num_images is not None and self.num_images <= 0:
-            raise InputError(f"--num-images must be a positive number, got {self.num_images}")
-        if self.batch_size <= 0:
-            raise InputError(f"batch size must be positive, got {self.batch_size}")
-        if self.frame_stride <= 0:
-            raise InputError(f"frame stride must be positive, got {self.frame_stride}")
 
 
 class CalibrationReader(Protocol):
@@ -235,14 +217,15 @@ def _guess_kind(path: Path) -> str:
 
 def open_reader(source: "str | Path", spec: ModelSpec, options: Optional[ReaderOptions] = None,
                 kind: Optional[str] = None) -> _BatchingReader:
-    """A reader for ``source``: a folder, a video file or a list file (chosen by ``kind`` or
-    guessed from the path)."""
+    """A reader for ``source``: a folder, a video file or a list file (chosen by ``kind``,
+    ``options.kind`` or guessed from the path)."""
     path = Path(source)
-    kind = kind or _guess_kind(path)
+    options = options or ReaderOptions()
+    kind = kind or options.kind or _guess_kind(path)
     factory = _READERS.get(kind)
     if factory is None:
         raise InputError(f"unknown reader {kind!r}; choose one of: {', '.join(reader_names())}")
-    return factory(path, spec, options or ReaderOptions())
+    return factory(path, spec, options)
 
 
 def records_reader(records: Sequence[ImageRecord], spec: ModelSpec,

@@ -27,37 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Sequence, Union
 
+from edge_resnet.calibration.options import CALIBRATORS
 from edge_resnet.core import CalibrationError, InputError
+from edge_resnet.devices.trt_versions import JETPACK5_TENSORRT, cache_version
 from edge_resnet.io_utils import atomic_write_text
 
 __all__ = ["CalibrationCache", "CALIBRATORS", "DEFAULT_CALIBRATOR", "calibrator_header",
            "parse_trt_version", "read_cache", "write_cache"]
 
-# Calibrator classes of TensorRT's Python/C++ API -> the header word their caches carry.
-CALIBRATORS = {"entropy2": "EntropyCalibration2",   # IInt8EntropyCalibrator2 (trtexec --calib)
-               "minmax": "MinMaxCalibration",       # IInt8MinMaxCalibrator
-               "legacy": "LegacyCalibration"}       # IInt8LegacyCalibrator
 DEFAULT_CALIBRATOR = "entropy2"
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
 
 
 def parse_trt_version(version: Union[int, str]) -> int:
-    """'8.5.2' -> 8502, '10.3' -> 100300, 8601 -> 8601; TensorRT 11+ is refused."""
-    if isinstance(version, int) or str(version).isdigit():
-        number = int(version)
-        major = number // 10000 if number >= 100000 else number // 1000
-    else:
-        parts = str(version).split(".")
-        if not 1 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
-            raise InputError(f"TensorRT version {version!r} is not like 8.5.2 or 10.3.0")
-        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
-        number = (major * 10000 if major >= 10 else major * 1000) + minor * 100 + patch
-    if major < 8 or major >= 11:
-        raise InputError(
-            f"TensorRT version {version} has no implicit-INT8 calibration cache support here "
-            "(8.x and 10.x only; TensorRT 11 removed implicit INT8 — use the QDQ model)")
-    return number
+    """'8.5.2' -> 8502, '10.3' -> 100300, 8601 -> 8601; TensorRT 11+ is refused.
+
+    The rule lives in :func:`edge_resnet.devices.trt_versions.cache_version` (the one place
+    that knows TensorRT versions); this name stays for the calibration stage's callers."""
+    return cache_version(version)
 
 
 @dataclass
@@ -82,7 +70,7 @@ def calibrator_header(calibrator: str) -> str:
 
 
 def write_cache(path: "str | Path", ranges: Mapping[str, float], *,
-                trt_version: Union[int, str] = 8502, names: Sequence[str] = (),
+                trt_version: Union[int, str] = str(JETPACK5_TENSORRT), names: Sequence[str] = (),
                 calibrator: str = DEFAULT_CALIBRATOR) -> Path:
     """Write ``ranges`` (tensor -> amax) as a cache for ``calibrator``; ``names`` fixes the line
     order."""

@@ -24,8 +24,10 @@ def qdq_model(digits_onnx: Path, digits_dirs: Any, tmp_path_factory: pytest.Temp
     from edge_resnet.calibration import CalibrationOptions, calibrate
 
     out = tmp_path_factory.mktemp("int8w")
-    options = CalibrationOptions(methods=("minmax",), num_images=32, batch_size=16,
-                                 progress=False)
+    from edge_resnet.calibration.options import ReaderOptions
+
+    options = CalibrationOptions(methods=("minmax",), progress=False,
+                                 reader=ReaderOptions(num_images=32, batch_size=16))
     result = calibrate(digits_onnx, digits_dirs.train_dir, out, options)
     return Path(result.methods["minmax"].qdq_path)
 

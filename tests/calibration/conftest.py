@@ -26,11 +26,14 @@ def calibrated(digits_onnx: Path, digits_dirs: Any, tmp_path_factory: pytest.Tem
                ) -> Any:
     """All four methods + FP16 + top-1 on digits/test, calibrated on 200 digits/train images."""
     from edge_resnet.calibration import CalibrationOptions, calibrate
+    from edge_resnet.calibration.options import (AccuracyOptions, CacheOptions, Fp16Options,
+                                                 ReaderOptions)
 
     out = tmp_path_factory.mktemp("calibrated")
-    options = CalibrationOptions(methods=("all",), num_images=CALIB_IMAGES, seed=0,
-                                 batch_size=32, fp16=True, trt_version="8.6.1",
-                                 eval_data=digits_dirs.test_dir, progress=False)
+    options = CalibrationOptions(
+        methods=("all",), reader=ReaderOptions(num_images=CALIB_IMAGES, seed=0, batch_size=32),
+        fp16=Fp16Options(), cache=CacheOptions(trt_version="8.6.1"),
+        accuracy=AccuracyOptions(digits_dirs.test_dir), progress=False)
     return calibrate(digits_onnx, digits_dirs.train_dir, out, options)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_resnet.calibration import calibrate, check_qdq
+from edge_resnet.calibration import CalibrationOptions, calibrate, check_qdq
+from edge_resnet.calibration.options import AccuracyOptions, MethodOptions
 from edge_resnet.calibration.checker import float_nodes_of
 from edge_resnet.calibration.methods import compute_ranges
 from edge_resnet.calibration.mixed import search_mixed
@@ -84,7 +85,8 @@ def test_unreachable_budget_is_a_gate_error(tmp_path: Path, calibrated: Any,
                                             digits_onnx: Path, digits_dirs: Any) -> None:
     out = _with_stats(tmp_path, calibrated, digits_onnx)
     with pytest.raises(GateError, match="most sensitive layers in float .* still exceeds"):
-        calibrate(digits_onnx, None, out, methods=("percentile",), percentile=5.0,
-                  max_drop=0.0, max_float_layers=2, eval_data=digits_dirs.test_dir,
-                  sensitivity_images=16, progress=False)
+        calibrate(digits_onnx, None, out, CalibrationOptions(
+            methods=("percentile",), ranges=MethodOptions(percentile=5.0), progress=False,
+            accuracy=AccuracyOptions(digits_dirs.test_dir, max_drop=0.0, max_float_layers=2,
+                                     sensitivity_images=16)))
     assert not (out / f"{digits_onnx.stem}.int8.mixed.onnx").exists()

@@ -64,7 +64,7 @@ def test_folder_without_usable_image_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_zero_images_is_refused() -> None:
-    with pytest.raises(InputError, match="--num-images must be a positive number, got 0"):
+    with pytest.raises(InputError, match="num_images must be a positive number, got 0"):
         ReaderOptions(num_images=0)
 
 
