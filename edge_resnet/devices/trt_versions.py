@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 
 from edge_resnet.core import InputError
 
-__all__ = ["MIN_BUILD_VERSION", "TrtVersion", "builder_optimization_level_supported",
+__all__ = ["JETPACK5_TENSORRT", "MIN_BUILD_VERSION", "TrtVersion", "builder_optimization_level_supported",
            "builder_precision_flags", "cache_version", "dla_supported", "implicit_int8_supported",
            "max_onnx_opset", "parse_version", "strongly_typed_available",
            "strongly_typed_required", "uint8_input_supported"]
@@ -40,6 +40,10 @@ class TrtVersion:
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
 
+
+# The TensorRT of JetPack 5.1.x (Python 3.8 devices), the oldest generation the SDK targets by
+# default: calibration caches are written for it and exports stay within its parser's opset.
+JETPACK5_TENSORRT = TrtVersion(8, 5, 2)
 
 # The oldest TensorRT the builder and backend drive: the named-tensor API (num_io_tensors,
 # set_tensor_address, execute_async_v3) arrived in 8.5 (facts doc, "Python API").
@@ -136,14 +140,14 @@ def cache_version(trt_version: Union[str, int, TrtVersion]) -> int:
     v = parse_version(trt_version)
     if v.major >= 11:
         raise InputError(
-            f"TensorRT {v} has no calibration cache: implicit INT8 was removed in TensorRT 11; "
-            "build INT8 from the QDQ ONNX that `edge-resnet calibrate` writes")
+            f"TensorRT version {v} has no calibration cache: implicit INT8 was removed in "
+            "TensorRT 11; build INT8 from the QDQ ONNX that `edge-resnet calibrate` writes")
     if v.major == 8:
         return v.major * 1000 + v.minor * 100 + v.patch
     if v.major == 10:
         return v.major * 10000 + v.minor * 100 + v.patch
-    raise InputError(f"TensorRT {v}: calibration caches are written for TensorRT 8.x and 10.x "
-                     "only; give the version the device runs, e.g. 8.5.2 or 10.3.0")
+    raise InputError(f"TensorRT version {v}: calibration caches are written for TensorRT 8.x "
+                     "and 10.x only; give the version the device runs, e.g. 8.5.2 or 10.3.0")
 
 
 def optional_version(version: Optional[str]) -> Optional[TrtVersion]:

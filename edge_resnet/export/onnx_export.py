@@ -37,6 +37,7 @@ from torch import nn
 
 from edge_resnet import __version__
 from edge_resnet.core import ArtifactInfo, InputError, ModelError, ModelSpec
+from edge_resnet.devices.trt_versions import JETPACK5_TENSORRT, max_onnx_opset
 from edge_resnet.io_utils import atomic_path, ensure_parent
 
 __all__ = ["ExportResult", "MIN_OPSET", "MAX_OPSET", "FEATURES_NAME", "export_onnx",
@@ -273,7 +274,8 @@ def tensor_names(model: onnx.ModelProto) -> List[str]:
 def _validate(spec: ModelSpec, opset: int, order: str, out_path: Path) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise InputError(f"opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} "
-                         f"(TensorRT 8.5 on JetPack 5 reads up to 17)")
+                         f"(TensorRT {JETPACK5_TENSORRT.major}.{JETPACK5_TENSORRT.minor} on "
+                         f"JetPack 5 reads up to {max_onnx_opset(JETPACK5_TENSORRT)})")
     if order not in ("BGR", "RGB"):
         raise InputError(f"input colour order must be BGR or RGB, got {order!r}")
     if spec.fused_preprocessing:

@@ -80,3 +80,19 @@ def test_version_digits(given: Any, want: int) -> None:
 def test_unsupported_versions_are_refused(bad: Any) -> None:
     with pytest.raises(InputError, match="TensorRT version"):
         parse_trt_version(bad)
+
+
+@pytest.mark.parametrize("given", ["8.5.2", "8.6.1", "8.4.1", 8502, "8601", "10.3.0", "10.13",
+                                   "100300", "10.7.0"])
+def test_version_rule_is_the_devices_one(given: Any) -> None:
+    from edge_resnet.devices.trt_versions import cache_version
+
+    assert parse_trt_version(given) == cache_version(given)
+
+
+@pytest.mark.parametrize("bad, why", [("9.2", "written for TensorRT 8.x and 10.x only"),
+                                      ("11.0", "implicit INT8 was removed in TensorRT 11"),
+                                      ("4.0", "is not a TensorRT release")])
+def test_refusals_say_why(bad: str, why: str) -> None:
+    with pytest.raises(InputError, match=f"TensorRT version .*{why}"):
+        parse_trt_version(bad)
