@@ -55,11 +55,9 @@ class LoadedModel:
 
 
 def file_sha256(path: "str | Path") -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from edge_resnet.fingerprints import sha256_file
+
+    return sha256_file(path).sha256
 
 
 def _state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:

@@ -10,7 +10,6 @@ The capture thread (source status) and the output thread (results) both publish 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -40,12 +39,10 @@ def redact(text: str) -> str:
 
 
 def file_sha256(path: "str | Path") -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (models are tens of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a file, streamed (:func:`edge_resnet.fingerprints.sha256_file`)."""
+    from edge_resnet.fingerprints import sha256_file
+
+    return sha256_file(path).sha256
 
 
 @dataclass(frozen=True)
