@@ -109,3 +109,19 @@ def test_exact_qdq_needs_an_onnxruntime_model(digits_onnx: Path, digits_dirs: An
                                          "runs on onnxruntime"):
         evaluate(digits_onnx, [digits_onnx], digits_dirs.test_dir, backend="openvino",
                  backend_options={"exact_qdq": True}, num_images=4, progress=False)
+
+
+def test_cli_checkpoint_candidate_runs_on_pytorch_by_auto(
+        digits_onnx: Path, digits_checkpoint: Path, digits_dirs: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("torch", reason="the pytorch backend needs torch (.[host] or .[pytorch])")
+    out = tmp_path / "pt"
+    code = main(["eval", str(digits_dirs.test_dir), "--reference", str(digits_onnx),
+                 "--candidate", str(digits_checkpoint), "--name", "checkpoint",
+                 "--num-images", "16", "--report", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    cand = json.loads(out.with_suffix(".json").read_text())["candidates"][0]
+    assert cand["backend"] == "pytorch"
+    assert cand["backend_reason"] == "a PyTorch checkpoint (.pt) runs in PyTorch"
+    assert cand["agreement"]["samples"] == 16
+    assert cand["agreement"]["disagreements"] <= 1  # the same network, FP32 (CPU or TF32-off)
