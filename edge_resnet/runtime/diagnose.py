@@ -9,11 +9,12 @@ Device side: Python 3.8, stdlib only.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from edge_resnet.runtime.sources import SourceURI
@@ -96,6 +97,11 @@ def _diagnose_network(uri: "SourceURI", timeout: float) -> str:
     if code == 404:
         return f"not found: the server has no stream at this path ({uri.kind.upper()} 404)"
     if code in (401, 403):
+        if uri.kind == "rtsp" and urlsplit(uri.location).username:
+            # this probe sends no credentials: the ones in the URL may still be right
+            return (f"the server requires authentication (RTSP {code}); check the user name "
+                    "and password in the URL, and if they are right, OpenCV/FFmpeg could not "
+                    "open the stream for another reason (run with -v for FFmpeg's messages)")
         return f"access denied ({uri.kind.upper()} {code}): check the user name and password"
     if code >= 400:
         return f"the server refused the stream ({uri.kind.upper()} {code} {detail})"
@@ -112,7 +118,12 @@ def _request_status(sock: socket.socket, uri: "SourceURI") -> Optional[Tuple[int
         request = f"DESCRIBE {clean} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
     else:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
+        auth = ""
+        if parts.username:   # what FFmpeg sends too: HTTP Basic from the URL's credentials
+            token = base64.b64encode(f"{unquote(parts.username)}:"
+                                     f"{unquote(parts.password or '')}".encode()).decode()
+            auth = f"Authorization: Basic {token}\r\n"
+        request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n{auth}\r\n"
     try:
         sock.sendall(request.encode("latin-1", "replace"))
         line = sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")

@@ -111,3 +111,51 @@ def test_connect_timeout_is_named() -> None:
     finally:
         filler.close()
         listener.close()
+
+
+def _answering_server(reply: bytes, requests: list) -> socket.socket:
+    """A one-connection-at-a-time TCP server on 127.0.0.1 that records each request and sends
+    ``reply`` (an RTSP/HTTP status line and headers)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                requests.append(conn.recv(4096).decode("latin-1"))
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_rtsp_401_with_and_without_credentials() -> None:
+    requests: list = []
+    listener = _answering_server(b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\n\r\n", requests)
+    port = listener.getsockname()[1]
+    try:
+        plain = diagnose_open_failure(parse_uri(f"rtsp://127.0.0.1:{port}/cam"))
+        with_creds = diagnose_open_failure(parse_uri(f"rtsp://op:hunter2@127.0.0.1:{port}/cam"))
+    finally:
+        listener.close()
+    assert plain.startswith("access denied (RTSP 401)")
+    assert with_creds.startswith("the server requires authentication (RTSP 401)")
+    assert requests[1].startswith(f"DESCRIBE rtsp://127.0.0.1:{port}/cam RTSP/1.0\r\n")
+    assert "hunter2" not in "".join(requests)      # the probe never sends the password
+
+
+def test_http_probe_sends_the_urls_basic_credentials() -> None:
+    requests: list = []
+    listener = _answering_server(b"HTTP/1.0 403 Forbidden\r\n\r\n", requests)
+    port = listener.getsockname()[1]
+    try:
+        message = diagnose_open_failure(parse_uri(f"http://op:pa%20ss@127.0.0.1:{port}/v.mjpg"))
+    finally:
+        listener.close()
+    assert message.startswith("access denied (HTTP 403)")
+    assert "Authorization: Basic b3A6cGEgc3M=\r\n" in requests[0]   # base64("op:pa ss")
