@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["configure_logging", "LOG_FORMAT"]
+__all__ = ["configure_logging", "quiet_video_libraries", "LOG_FORMAT"]
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -32,4 +32,11 @@ def configure_logging(verbose: bool = False) -> None:
     for handler in root.handlers:
         handler.setFormatter(formatter)
     for key, value in (_VERBOSE if verbose else _QUIET).items():
+        os.environ.setdefault(key, value)
+
+
+def quiet_video_libraries() -> None:
+    """The default for every user of the runtime's sources (library, ``bundle run``): FFmpeg
+    quiet, OpenCV errors only, unless already chosen (environment, ``-v``)."""
+    for key, value in _QUIET.items():
         os.environ.setdefault(key, value)

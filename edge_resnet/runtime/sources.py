@@ -25,6 +25,7 @@ from edge_resnet.core import DataError, DependencyError, InputError, SourceError
 from edge_resnet.images import IMAGE_EXTENSIONS, read_image
 from edge_resnet.runtime.diagnose import diagnose_open_failure, probe_source
 from edge_resnet.runtime.events import redact
+from edge_resnet.runtime.logs import quiet_video_libraries
 
 __all__ = ["SourceOptions", "SourceURI", "VideoSource", "CvSource", "ImageSequenceSource",
            "create_source", "parse_uri", "gstreamer_available", "csi_pipeline"]
@@ -126,6 +127,7 @@ def csi_pipeline(sensor: int, options: SourceOptions) -> str:
 
 
 def _import_cv2() -> Any:
+    quiet_video_libraries()   # before OpenCV/FFmpeg read their log levels (-v set them first)
     try:
         import cv2
     except ImportError as exc:

@@ -127,3 +127,24 @@ def test_docs_name_exactly_the_backends_the_cli_takes() -> None:
     assert sorted(listed.group(1).split("|")) == sorted(choices)
     for name in set(re.findall(r"--backend (\w+)", text)):
         assert name in choices, f"docs/runtime.md uses --backend {name}"
+
+
+def test_ffmpeg_noise_is_off_by_default_and_back_with_v(digits_onnx: Path, tmp_path: Path) -> None:
+    """FFmpeg's own ``[h264 @ 0x…]`` lines about the damage: none by default (our warning
+    says what was lost), back with ``-v``."""
+    import subprocess
+    import sys
+
+    half = _faststart_mp4_cut_in_half(tmp_path, frames=100)
+
+    def ffmpeg_lines(*flags: str) -> int:
+        done = subprocess.run([sys.executable, "-m", "edge_resnet.cli", *flags, "run",
+                               str(digits_onnx), str(half), str(tmp_path / "e.jsonl"),
+                               "--stats-interval", "0", "--threads", "2"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "frames could not be decoded" in done.stderr
+        return sum(1 for line in done.stderr.splitlines() if line.startswith("["))
+
+    assert ffmpeg_lines() == 0
+    assert ffmpeg_lines("-v") > 0
