@@ -84,7 +84,7 @@ def _check_backend(name: str, known: Tuple[str, ...], where: str) -> None:
     if name != AUTO and name not in known:
         raise InputError(f"{where}: unknown backend {name!r}; choose one of: "
                          f"{', '.join((AUTO,) + known)} (as BACKEND:PATH, e.g. "
-                         "tensorrt:model.engine)")
+                         "tensorrt:model.engine; write a path that has a colon as ./PATH)")
 
 
 def options_for(backend: str, options: Mapping[str, Any]) -> Dict[str, Any]:

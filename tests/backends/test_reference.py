@@ -155,3 +155,11 @@ def test_openvino_ref_drops_the_onnxruntime_option(tiny: Tuple[Path, Path]) -> N
         assert backend.info.name == "openvino"
         out = backend.infer(np.full((1, 3, 8, 8), 0.5, np.float32))
         np.testing.assert_allclose(out.logits, [[0.5, 0.5]], rtol=1e-5)
+
+
+def test_a_path_with_a_colon_written_as_dot_slash() -> None:
+    assert parse_model_ref("./models:v2/m.onnx", "onnxruntime") == \
+        ModelRef("./models:v2/m.onnx", "onnxruntime", {})
+    with pytest.raises(InputError, match=r"unknown backend 'models'.*write a path that has a "
+                                         r"colon as \./PATH"):
+        parse_model_ref("models:v2/m.onnx")
