@@ -15,7 +15,7 @@ DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_res
                 "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/evaluation", "edge_resnet/runtime",
                 "edge_resnet/devices", "edge_resnet/bundle",
                 "edge_resnet/fingerprints.py", "edge_resnet/engine", "edge_resnet/cuda",
-                "edge_resnet/faceid"]
+                "edge_resnet/faceid", "edge_resnet/datasets"]
 DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
                   "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
                   "edge_resnet.cli", "edge_resnet.fingerprints", "edge_resnet.bundle.install",
@@ -26,6 +26,8 @@ DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing"
                   "edge_resnet.backends.tensorrt", "edge_resnet.cuda", "edge_resnet.cuda.preprocess",
                   "edge_resnet.backends.pytorch", "edge_resnet.faceid.galleryfile",
                   "edge_resnet.faceid.threshold", "edge_resnet.faceid.cli",
+                  "edge_resnet.faceid.openset", "edge_resnet.faceid.plots",
+                  "edge_resnet.datasets.glyphs",
                   "edge_resnet.runtime.service", "edge_resnet.runtime.prometheus"]
 
 

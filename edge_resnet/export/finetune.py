@@ -20,17 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_resnet.core import IMAGENET_MEAN, IMAGENET_STD, DataError, InputError, ModelSpec
+from edge_resnet.core import (IMAGENET_MEAN, IMAGENET_STD, DataError, DependencyError,
+                              InputError, ModelSpec)
 from edge_resnet.export.models import hub_weights_path, load_model, save_checkpoint
 from edge_resnet.images import ImageFolder, ImageRecord, read_image
 from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import normalize, resize_crop
 
-__all__ = ["FinetuneResult", "INIT_CHOICES", "evaluate_folder", "finetune"]
+__all__ = ["FinetuneResult", "INIT_CHOICES", "LOSS_CHOICES", "LossOptions", "evaluate_folder",
+           "finetune"]
 
 log = logging.getLogger(__name__)
 
 INIT_CHOICES = ("auto", "imagenet-v1", "imagenet-v2", "scratch")
+LOSS_CHOICES = ("ce", "arcface")
 # Cache decoded, resized images in memory up to this many bytes (uint8).
 _CACHE_LIMIT_BYTES = 2 << 30
 
@@ -51,6 +54,34 @@ class FinetuneResult:
     num_val: int
     skipped: int
     recipe: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The training loss: ``ce`` (softmax classifier) or ``arcface`` (additive angular margin on
+    the L2-normalised pooled features, :mod:`edge_resnet.export.arcface`), whose margin ramps up
+    over the first ``warmup_epochs`` so a network trained from scratch gets going first."""
+
+    name: str = "ce"
+    margin: float = 0.1
+    scale: float = 16.0
+    warmup_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSS_CHOICES:
+            raise InputError(f"loss must be one of {', '.join(LOSS_CHOICES)}, got {self.name!r}")
+        if not 0.0 <= self.margin < 1.5 or self.scale <= 0 or self.warmup_epochs < 0:
+            raise InputError(f"arcface needs a margin in [0, 1.5) radians, a positive scale and "
+                             f"warm-up epochs >= 0 (got {self.margin}, {self.scale}, "
+                             f"{self.warmup_epochs})")
+
+    def recipe(self) -> Dict[str, Any]:
+        if self.name == "ce":
+            return {"loss": "ce"}
+        return {"loss": "arcface", "arcface_margin": self.margin, "arcface_scale": self.scale,
+                "arcface_warmup_epochs": self.warmup_epochs,
+                "embedding": "pooled 2048-d features, L2-normalised (export --features); fc rows "
+                             "are the unit class centres times the scale, no bias"}
 
 
 class _Pixels:
@@ -144,14 +175,27 @@ def _build_model(init: str, num_classes: int) -> Tuple[nn.Module, str]:
     return model, init
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist (no silent CPU fallback)."""
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DependencyError(f"device {device!r} asked for but torch sees no CUDA GPU; use "
+                              "--device cpu")
+
+
 def _predict(model: nn.Module, pixels: _Pixels, spec: ModelSpec, batch_size: int) -> np.ndarray:
     model.eval()
     preds = []
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
             idx = np.arange(start, min(start + batch_size, len(pixels)))
-            x = torch.from_numpy(normalize(pixels.batch(idx), spec))
-            preds.append(model(x).argmax(1).numpy())
+            x = torch.from_numpy(normalize(pixels.batch(idx), spec)).to(_device_of(model))
+            preds.append(model(x).argmax(1).cpu().numpy())
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -178,11 +222,10 @@ def _threads() -> int:
 
 def _train_epoch(model: nn.Module, data: _Pixels, spec: ModelSpec, opt: torch.optim.Optimizer,
                  sched: Any, batch_size: int, rng: np.random.Generator, augment: bool,
-                 desc: str, progress: bool) -> float:
+                 desc: str, progress: bool, loss_fn: nn.Module) -> float:
     from tqdm import tqdm
 
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
     order = rng.permutation(len(data))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
@@ -193,8 +236,8 @@ def _train_epoch(model: nn.Module, data: _Pixels, spec: ModelSpec, opt: torch.op
         pixels = data.batch(idx)
         if augment:
             pixels = _shift_augment(pixels, rng)
-        x = torch.from_numpy(normalize(pixels, spec))
-        y = torch.from_numpy(data.labels[idx])
+        x = torch.from_numpy(normalize(pixels, spec)).to(_device_of(model))
+        y = torch.from_numpy(data.labels[idx]).to(x.device)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -204,6 +247,17 @@ def _train_epoch(model: nn.Module, data: _Pixels, spec: ModelSpec, opt: torch.op
         seen += len(idx)
         bar.set_postfix(loss=f"{total / seen:.3f}")
     return total / max(seen, 1)
+
+
+def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Any:
+    """The loss function; for ArcFace also swaps ``fc`` for a cosine classifier (trained from
+    the start: ArcFace's class centres are its own, not a softmax layer's)."""
+    if loss.name == "ce":
+        return nn.CrossEntropyLoss()
+    from edge_resnet.export.arcface import ArcFaceLoss, CosineClassifier
+
+    model.fc = CosineClassifier(2048, num_classes, loss.scale)  # ResNet50's feature width
+    return ArcFaceLoss(loss.margin, loss.scale)
 
 
 def _check_args(resolution: int, resize: Optional[int], epochs: int, batch_size: int, lr: float,
@@ -224,7 +278,8 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
              lr: float = 2e-3, weight_decay: float = 0.05, val_fraction: float = 0.1,
              seed: int = 0, init: str = "auto", test_dir: "str | Path | None" = None,
              augment: bool = True, workers: int = 0, threads: int = 0,
-             progress: bool = True) -> FinetuneResult:
+             progress: bool = True, loss: Optional[LossOptions] = None,
+             device: str = "cpu") -> FinetuneResult:
     """Fine-tune ResNet50 on ``data_dir`` (one subfolder per class) with AdamW + one-cycle.
 
     A stratified ``val_fraction`` is held out and scored after every epoch; ``test_dir`` (same
@@ -232,9 +287,13 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     ``resolution``. ``workers`` threads decode images (0: in the calling thread); ``threads`` is
     torch's thread count (0: all cores this process may use; on a machine busy with other
     work 1 thread can be several times faster, as OpenMP threads then wait on each other).
+    ``device`` trains on ``cuda``/``cuda:N`` when asked (the checkpoint is saved from the CPU).
+    ``loss`` picks softmax cross-entropy (default) or ArcFace for embeddings made for
+    matching (:class:`LossOptions`); either way the checkpoint is a plain ResNet50.
     Deterministic for a seed, machine, torch version and thread count.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
+    _check_device(device)
     if threads < 0 or workers < 0:
         raise InputError(f"threads and workers must be >= 0 (got {threads}, {workers})")
     ensure_parent(out_checkpoint)  # a bad output path fails now, not after training
@@ -244,7 +303,7 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
         return _finetune(Path(data_dir), Path(out_checkpoint), resolution, resize, epochs,
                          batch_size, lr, weight_decay, val_fraction, seed, init,
                          None if test_dir is None else Path(test_dir), augment, workers,
-                         progress)
+                         progress, loss or LossOptions(), device)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -252,7 +311,8 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
 def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Optional[int],
               epochs: int, batch_size: int, lr: float, weight_decay: float,
               val_fraction: float, seed: int, init: str, test_dir: Optional[Path],
-              augment: bool, workers: int, progress: bool) -> FinetuneResult:
+              augment: bool, workers: int, progress: bool,
+              loss: LossOptions, device: str) -> FinetuneResult:
     start = time.perf_counter()
     _seed_everything(seed)
     folder = ImageFolder(data_dir, labeled=True)
@@ -265,6 +325,8 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
     if len(train) < 2:
         raise DataError(f"{data_dir}: need at least 2 readable training images, got {len(train)}")
     model, used_init = _build_model(init, len(spec.labels))
+    loss_fn = _loss_head(model, loss, len(spec.labels))
+    model.to(device)
     log.info("fine-tuning ResNet50 (init=%s) on %d images, validating on %d, %d classes",
              used_init, len(train), len(val), len(spec.labels))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -274,19 +336,26 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
     val_acc: List[float] = []
     losses: List[float] = []
     for epoch in range(epochs):
+        if loss.name == "arcface":
+            loss_fn.margin = loss.margin * min(1.0, (epoch + 1) / max(1, loss.warmup_epochs))
         losses.append(_train_epoch(model, train, spec, opt, sched, batch_size, rng, augment,
-                                   f"epoch {epoch + 1}/{epochs}", progress))
+                                   f"epoch {epoch + 1}/{epochs}", progress, loss_fn))
         val_acc.append(_accuracy(model, val, spec, 2 * batch_size))
         log.info("epoch %d/%d: train loss %.4f, val accuracy %.4f", epoch + 1, epochs,
                  losses[-1], val_acc[-1])
     model.eval()
+    if loss.name == "arcface":
+        from edge_resnet.export.arcface import to_linear
+
+        model.fc = to_linear(model.fc)  # type: ignore[arg-type]
+    model.to(device)
     test_acc = evaluate_folder(model, spec, test_dir)[0] if test_dir is not None else None
     recipe = {"resolution": resolution, "resize": resize, "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "val_fraction": val_fraction, "seed": seed, "init_requested": init,
               "init": used_init, "augment": augment, "optimizer": "AdamW",
               "schedule": "OneCycleLR", "data_dir": str(data_dir),
-              "torch": str(torch.__version__)}
+              "torch": str(torch.__version__), "device": device, **loss.recipe()}
     skipped = train.skipped + val.skipped
     result = FinetuneResult(out_checkpoint, used_init, epochs, val_acc, losses,
                             val_acc[-1], test_acc, 0.0, len(train), len(val), skipped, recipe)
@@ -294,6 +363,7 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
     metrics = {k: v for k, v in asdict(result).items()
                if k in ("val_accuracy", "train_loss", "final_val_accuracy", "test_accuracy",
                         "seconds", "num_train", "num_val", "skipped")}
+    model.cpu()
     save_checkpoint(out_checkpoint, model, spec,
                     {"recipe": recipe, "metrics": metrics, "init": used_init})
     return result

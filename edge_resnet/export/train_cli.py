@@ -40,22 +40,37 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (default: all cores; use 1 when the machine is busy "
                         "with other work)")
+    p.add_argument("--loss", choices=("ce", "arcface"), default="ce",
+                   help="ce: softmax classifier (default); arcface: additive angular margin on "
+                        "the L2-normalised pooled features, an embedding made for galleries "
+                        "(export it with --features)")
+    p.add_argument("--arcface-margin", type=float, default=0.1,
+                   help="arcface: angular margin in radians (default 0.1)")
+    p.add_argument("--arcface-scale", type=float, default=16.0,
+                   help="arcface: logit scale s (default 16)")
+    p.add_argument("--arcface-warmup", type=int, default=5,
+                   help="arcface: epochs over which the margin ramps up from 0 (default 5)")
+    p.add_argument("--device", default="cpu",
+                   help="train on cpu (default), cuda or cuda:N (refused if there is no GPU)")
     p.add_argument("--workers", type=int, default=0,
                    help="threads decoding images before training (default: none)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_resnet.export.finetune import finetune
+    from edge_resnet.export.finetune import LossOptions, finetune
 
     result = finetune(args.data_dir, args.out, resolution=args.resolution, resize=args.resize,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, val_fraction=args.val_fraction,
                       seed=args.seed, init=args.init, test_dir=args.test_dir,
                       augment=not args.no_augment, threads=args.threads,
-                      workers=args.workers, progress=sys.stderr.isatty())
+                      workers=args.workers, progress=sys.stderr.isatty(),
+                      loss=LossOptions(args.loss, args.arcface_margin, args.arcface_scale,
+                                       args.arcface_warmup),
+                      device=args.device)
     test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.4f}"
-    print(f"{result.checkpoint}: init={result.init}, {result.epochs} epochs, "
+    print(f"{result.checkpoint}: init={result.init}, {result.epochs} epochs, loss={args.loss}, "
           f"val accuracy {result.final_val_accuracy:.4f}{test}, {result.seconds:.0f}s "
           f"({result.num_train} train / {result.num_val} val images, {result.skipped} skipped)")
     return 0

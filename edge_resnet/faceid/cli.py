@@ -54,6 +54,42 @@ def add_gallery_commands(gsub: Any) -> None:
     _add_backend(enroll)
     enroll.set_defaults(func=_enroll)
 
+    evaluate = gsub.add_parser(
+        "eval", help="open-set TAR at FAR of a model's embeddings on unseen identities",
+        description="Open-set identification on FOLDER (one subfolder of images per identity, "
+                    "identities the model never saw): for each enrolment size, random photos "
+                    "per identity are enrolled and the rest are probes; every probe is also "
+                    "scored as a stranger against the gallery without its own identity. "
+                    "Prints TAR at each FAR, rank-1 and an ROC table. Make an offline "
+                    "protocol with `edge-resnet gallery glyphs`.")
+    evaluate.add_argument("folder", help="folder with one subfolder of images per identity")
+    evaluate.add_argument("--model", required=True, help="ONNX exported with --features")
+    evaluate.add_argument("--photos", default="1,5",
+                          help="enrolment photos per identity, comma-separated (default 1,5)")
+    evaluate.add_argument("--far", default="0.01,0.001",
+                          help="false accept rates to report TAR at (default 0.01,0.001)")
+    evaluate.add_argument("--draws", type=_positive_int, default=5,
+                          help="random enrolment draws pooled per size (default 5)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", dest="json_out", help="write the report as JSON here")
+    evaluate.add_argument("--plots", help="folder to write roc.png into")
+    evaluate.add_argument("--batch", type=_positive_int, default=32)
+    _add_backend(evaluate)
+    evaluate.set_defaults(func=_evaluate)
+
+    glyphs = gsub.add_parser(
+        "glyphs", help="write the offline glyph-identity protocol (train or eval set)",
+        description="Render glyph identities from the DejaVu fonts with augmentation: "
+                    "--set eval writes 59 Latin letters/digits (for `gallery eval`), --set "
+                    "train 65 Cyrillic/Greek letters (for `finetune`), one subfolder each. "
+                    "Deterministic for the parameters and fonts.")
+    glyphs.add_argument("out", help="folder to write (new or empty)")
+    glyphs.add_argument("--set", dest="which", choices=("eval", "train"), default="eval")
+    glyphs.add_argument("--per-identity", type=_positive_int, default=24)
+    glyphs.add_argument("--size", type=_positive_int, default=32, help="image side in pixels")
+    glyphs.add_argument("--seed", type=int, default=0)
+    glyphs.set_defaults(func=_glyphs)
+
     verify = gsub.add_parser(
         "verify", help="check a gallery file: fields, content hash, signature, model",
         description="Load GALLERY as `run --gallery` would and print what it holds; exit 2 "
@@ -103,4 +139,63 @@ def _verify(args: argparse.Namespace) -> int:
                       "model_checked": args.model is not None,
                       "signed": bool(gallery.signature), "signature_checked": bool(args.cert),
                       "content_sha256": gallery.content_sha256}))
+    return 0
+
+
+def _list(text: str, kind: Any, what: str) -> Any:
+    from edge_resnet.core import InputError
+
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from edge_resnet.backends import load_backend
+    from edge_resnet.core import InputError
+    from edge_resnet.faceid.openset import evaluate_open_set, format_report, report
+    from edge_resnet.runtime.gallery import embed_identities, group_by_identity
+
+    photos = _list(args.photos, int, "--photos")
+    fars = _list(args.far, float, "--far")
+    if not fars or any(not 0.0 < f < 1.0 for f in fars):
+        raise InputError(f"--far values are rates in (0, 1), got {args.far!r}")
+    if args.plots:
+        from edge_resnet.evaluation.plots import require_matplotlib
+
+        require_matplotlib()  # before minutes of inference, not after
+    by_name = group_by_identity(args.folder)
+    with load_backend(args.backend, args.model, threads=args.threads) as backend:
+        feats = embed_identities(backend, by_name, args.batch)
+    names = list(feats)
+    labels = np.concatenate([np.full(len(feats[n]), i) for i, n in enumerate(names)])
+    scores = evaluate_open_set(np.concatenate([feats[n] for n in names]), labels, names,
+                               photos, args.draws, args.seed)
+    rep = report(scores, fars, {"model": str(args.model), "folder": str(args.folder),
+                                "images": int(labels.size), "identities": len(names)})
+    print(format_report(rep))
+    if args.json_out:
+        from edge_resnet.io_utils import atomic_write_json
+
+        atomic_write_json(args.json_out, rep)
+    if args.plots:
+        from edge_resnet.faceid.plots import write_roc_plot
+
+        print(f"plot: {write_roc_plot(rep, Path(args.plots) / 'roc.png')}")
+    return 0
+
+
+def _glyphs(args: argparse.Namespace) -> int:
+    from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
+
+    glyphs = EVAL_GLYPHS if args.which == "eval" else TRAIN_GLYPHS
+    done = write_glyph_folder(args.out, glyphs, args.per_identity, args.size, args.seed)
+    print(json.dumps({"out": args.out, "set": args.which, "identities": done["identities"],
+                      "per_identity": args.per_identity, "skipped": done["skipped"],
+                      "fonts": len(done["params"]["fonts"])}))
     return 0

@@ -25,8 +25,8 @@ import numpy as np
 from edge_resnet.core import InputError, ModelError
 
 __all__ = ["FORMAT", "GalleryFileError", "NORM_TOLERANCE", "check_names", "check_signature",
-           "check_vectors",
-           "content_digest", "normalize_name", "read_arrays", "signed_message", "validate"]
+           "check_vectors", "content_digest", "normalize_name", "read_arrays", "signed_message",
+           "validate"]
 
 FORMAT = "edge-resnet-gallery/2"
 # |norm - 1| allowed for a stored vector: float32 rounding is ~1e-7, a rescaled vector is far off.

@@ -31,8 +31,8 @@ from edge_resnet.io_utils import atomic_path
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.postprocess import UNKNOWN
 
-__all__ = ["Gallery", "Match", "embed_images", "enroll", "group_by_identity", "l2_normalize",
-           "load_gallery_for", "match_threshold", "spec_fingerprint"]
+__all__ = ["Gallery", "Match", "embed_identities", "embed_images", "enroll", "group_by_identity",
+           "l2_normalize", "load_gallery_for", "match_threshold", "spec_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def group_by_identity(folder: "str | Path") -> "Dict[str, List[Path]]":
     return by_name
 
 
-def _embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_size: int
+def embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_size: int
                       ) -> "Dict[str, np.ndarray]":
     from edge_resnet.images import read_image
 
@@ -230,7 +230,7 @@ def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,
     The threshold is chosen for ``target_far`` from impostor scores between the enrolled
     identities and recorded with how it was derived (``threshold_info``).
     """
-    feats = _embed_identities(backend, group_by_identity(folder), batch_size)
+    feats = embed_identities(backend, group_by_identity(folder), batch_size)
     names = list(feats)
     blocks = [feats[n] for n in names]
     threshold, info = derive_threshold(blocks, target_far)
