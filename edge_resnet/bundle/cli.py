@@ -148,7 +148,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("outputs", nargs="*", default=["-"], help="output URIs")
     p.add_argument("--commit-after", type=int, metavar="N",
                    help="commit a pending release after N frames turned into results")
-    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default): the engine install built or took from the bundle when "
+                        "there is one, else the ONNX model on the `run --backend auto` choice")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--top-k", type=int, default=5)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import errno
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge_resnet import __version__
 from edge_resnet.bundle import fsops
@@ -51,11 +51,22 @@ class Release:
     path: Path
     manifest: Manifest
     state: str
+    record: Dict[str, Any] = field(default_factory=dict)  # the slot's entry in state.json
 
     @property
     def model(self) -> Path:
         """The primary model (the first ``--model`` given to ``bundle create``)."""
         return self.path / self.manifest.by_role("model")[0].path
+
+    def runnable(self, backend: str = "auto") -> Tuple[Path, str]:
+        """(file, backend) the runtime runs: the engine install built or took from the bundle
+        for the primary model when ``backend`` is ``auto`` or ``tensorrt``, else the ONNX."""
+        primary = self.manifest.by_role("model")[0].path
+        for entry in self.record.get("engines", []):
+            if entry.get("model") == primary and entry.get("engine") \
+                    and backend in ("auto", "tensorrt"):
+                return self.path / entry["engine"], "tensorrt"
+        return self.model, backend
 
 
 def _installed(root: Optional[Path]) -> Optional[Dict[str, Any]]:
@@ -279,4 +290,4 @@ def active_release(root: Path) -> Release:
     path = slots.slot_dir(slot)
     manifest = parse_manifest((path / "manifest.json").read_bytes())
     record = slots.load_state()["slots"].get(slot, {})
-    return Release(slot, path, manifest, str(record.get("state", "unknown")))
+    return Release(slot, path, manifest, str(record.get("state", "unknown")), dict(record))

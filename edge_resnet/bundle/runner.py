@@ -65,8 +65,17 @@ class _Watcher(threading.Thread):
 def run_release(root: "str | Path", source: str, outputs: Sequence[str] = ("-",), *,
                 backend: str = "onnxruntime", threads: int = 0,
                 source_options: Any = None, config: Any = None,
-                commit_after: Optional[int] = None, stream: Any = None) -> List[Dict[str, Any]]:
-    """Run the active release until the source ends or a stop signal; one snapshot per run."""
+                commit_after: Optional[int] = None, stream: Any = None,
+                pipeline_options: Optional[Dict[str, Any]] = None,
+                service_options: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """Run the active release until the source ends or a stop signal; one snapshot per run.
+
+    ``pipeline_options`` go to :func:`~edge_resnet.runtime.service.build_pipeline` (gallery,
+    backend_options, camera_id, ...; ``model_name``/``model_version`` default to the release's
+    name and version, ``gallery`` to the release's gallery payload), ``service_options`` to
+    :func:`~edge_resnet.runtime.service.run_until_signal` (metrics file, port, interval): both
+    ``edge-resnet run --bundle-root`` and ``edge-resnet bundle run`` come through here.
+    """
     from edge_resnet.runtime.service import build_pipeline, run_until_signal
 
     if commit_after is not None and commit_after < 1:
@@ -79,15 +88,18 @@ def run_release(root: "str | Path", source: str, outputs: Sequence[str] = ("-",)
         while True:
             reload.clear()
             release = active_release(root)
-            log.warning("running %s %s (%s) from slot %s", release.manifest.name,
-                        release.manifest.version, release.state, release.slot)
-            pipeline = build_pipeline(release.model, source, outputs, backend=backend,
+            model, model_backend = release.runnable(backend)
+            log.warning("running %s %s (%s) from slot %s: %s on %s", release.manifest.name,
+                        release.manifest.version, release.state, release.slot,
+                        model.relative_to(release.path), model_backend)
+            pipeline = build_pipeline(model, source, outputs, backend=model_backend,
                                       threads=threads, source_options=source_options,
-                                      config=config)
+                                      config=config, **_pipeline_options(release,
+                                                                         pipeline_options))
             watcher = _Watcher(root, release, pipeline, reload, commit_after)
             watcher.start()
             try:
-                snapshot = run_until_signal(pipeline, stream=stream)
+                snapshot = run_until_signal(pipeline, stream=stream, **(service_options or {}))
             finally:
                 watcher.done.set()
             snapshot["release"] = {"version": release.manifest.version, "slot": release.slot}
@@ -97,3 +109,15 @@ def run_release(root: "str | Path", source: str, outputs: Sequence[str] = ("-",)
             log.warning("SIGHUP: reloading the active release")
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def _pipeline_options(release: Release, given: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The caller's pipeline options, with the release's name, version and gallery as defaults
+    (so events and metrics say which release produced them, also after a reload)."""
+    options = {k: v for k, v in (given or {}).items() if v is not None}
+    options.setdefault("model_name", release.manifest.name)
+    options.setdefault("model_version", release.manifest.version)
+    galleries = release.manifest.by_role("gallery")
+    if galleries and "gallery" not in options:
+        options["gallery"] = release.path / galleries[0].path
+    return options

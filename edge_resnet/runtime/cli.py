@@ -39,11 +39,22 @@ def register(subparsers: Any) -> None:
                     "v4l2:///dev/video0, /dev/video0, 0, rtsp://..., http://..., "
                     "file://clip.mp4 or clip.mp4, an image folder or glob, gst://<pipeline>. "
                     "OUTPUT: - (JSON Lines on stdout, default), out.jsonl, out.mp4/.avi "
-                    "(annotated), display://0.")
-    run.add_argument("model", help="edge-resnet ONNX model (a .pt checkpoint with --backend "
-                                   "pytorch)")
-    run.add_argument("source", help="source URI")
-    run.add_argument("outputs", nargs="*", default=["-"], help="output URIs (several allowed)")
+                    "(annotated), display://0. With --bundle-root ROOT there is no MODEL: "
+                    "the active release of the slot root runs, SIGHUP reloads it.",
+        usage="%(prog)s [options] MODEL SOURCE [OUTPUT ...]\n"
+              "       %(prog)s --bundle-root ROOT [options] SOURCE [OUTPUT ...]")
+    run.add_argument("model", metavar="MODEL",
+                     help="edge-resnet ONNX model (a .pt checkpoint with --backend pytorch); "
+                          "left out with --bundle-root")
+    run.add_argument("source", metavar="SOURCE", nargs="?", help="source URI")
+    run.add_argument("outputs", metavar="OUTPUT", nargs="*", default=[],
+                     help="output URIs (several allowed; default -)")
+    run.add_argument("--bundle-root", metavar="ROOT",
+                     help="run the active release of this slot root (`bundle install --root`) "
+                          "instead of MODEL; SIGHUP reloads whatever release is active then")
+    run.add_argument("--commit-after", type=_positive_int, metavar="N",
+                     help="with --bundle-root: commit a pending release once N frames have "
+                          "turned into results")
     _add_backend(run)
     run.add_argument("--width", type=_positive_int, help="camera capture width")
     run.add_argument("--height", type=_positive_int, help="camera capture height")
@@ -122,6 +133,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge_resnet.core import InputError
     from edge_resnet.runtime.capture import Backoff
     from edge_resnet.runtime.logs import configure_logging
     from edge_resnet.runtime.pipeline import PipelineConfig
@@ -129,6 +141,15 @@ def _run(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.sources import SourceOptions
 
     configure_logging(bool(getattr(args, "verbose", False)))
+    positionals = [args.model] + ([args.source] if args.source is not None else []) \
+        + list(args.outputs)
+    if args.bundle_root is None and args.commit_after is not None:
+        raise InputError("--commit-after confirms a release: it needs --bundle-root")
+    model = None if args.bundle_root is not None else positionals.pop(0)
+    if not positionals:
+        raise InputError("give SOURCE (e.g. csi://0, clip.mp4, an image folder)"
+                         + ("" if model is None else " after MODEL"))
+    source, outputs = positionals[0], positionals[1:] or ["-"]
     options = SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop,
                             realtime=args.realtime)
     config = PipelineConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, top_k=args.top_k,
@@ -141,13 +162,25 @@ def _run(args: argparse.Namespace) -> int:
     backend_options = {key: value for key, value in (("device", args.device),
                                                      ("precision", args.precision))
                        if value is not None}
-    pipeline = build_pipeline(args.model, args.source, args.outputs, backend=args.backend,
+    service = dict(metrics_json=args.metrics_json, metrics_port=args.metrics_port,
+                   metrics_host=args.metrics_host, metrics_interval_s=args.metrics_interval)
+    if model is None:  # the same code as `edge-resnet bundle run`
+        from edge_resnet.bundle.runner import run_release
+
+        run_release(args.bundle_root, source, outputs, backend=args.backend,
+                    threads=args.threads, source_options=options, config=config,
+                    commit_after=args.commit_after, service_options=service,
+                    pipeline_options=dict(gallery=args.gallery, backend_options=backend_options,
+                                          gallery_cert=args.gallery_cert,
+                                          camera_id=args.camera_id, model_name=args.model_name,
+                                          model_version=args.model_version))
+        return 0
+    pipeline = build_pipeline(model, source, outputs, backend=args.backend,
                               threads=args.threads, source_options=options, config=config,
                               gallery=args.gallery, backend_options=backend_options,
                               gallery_cert=args.gallery_cert, camera_id=args.camera_id,
                               model_name=args.model_name, model_version=args.model_version)
-    run_until_signal(pipeline, metrics_json=args.metrics_json, metrics_port=args.metrics_port,
-                     metrics_host=args.metrics_host, metrics_interval_s=args.metrics_interval)
+    run_until_signal(pipeline, **service)
     return 0
 
 

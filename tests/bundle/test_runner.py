@@ -1,5 +1,6 @@
-"""`edge-resnet bundle run`: runs the active release, commits it after N frames, and on SIGHUP
-reloads whatever release a later install switched to (real subprocess, real signals)."""
+"""`edge-resnet bundle run` and `edge-resnet run --bundle-root` (the same code): run the active
+release, commit it after N frames, and on SIGHUP reload whatever release a later install switched
+to (real subprocess, real signals)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from edge_resnet.bundle.install import InstallOptions, install, status
@@ -43,8 +45,17 @@ def _results(path: Path) -> List[Dict[str, object]]:
     return [r for r in records if "topk" in r]  # results (not run start/end records)
 
 
+def _command(kind: str, root: Path, frames: Path, out: Path) -> List[str]:
+    common = [str(frames), str(out), "--loop", "-1", "--commit-after", "20",
+              "--stats-interval", "0"]
+    if kind == "bundle run":
+        return ["bundle", "run", str(root)] + common
+    return ["run", "--bundle-root", str(root)] + common
+
+
+@pytest.mark.parametrize("kind", ["bundle run", "run --bundle-root"])
 def test_run_commits_after_frames_and_reloads_on_sighup(
-        tmp_path: Path, make_bundle: Callable[..., Path], fleet: Fleet) -> None:
+        tmp_path: Path, make_bundle: Callable[..., Path], fleet: Fleet, kind: str) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
@@ -56,8 +67,7 @@ def test_run_commits_after_frames_and_reloads_on_sighup(
     install(make_bundle("1.0.0", seed=0), cert, root, InstallOptions())
     assert _active(root) == ("1.0.0", "pending")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_resnet.cli", "bundle", "run", str(root), str(frames),
-         str(out), "--loop", "-1", "--commit-after", "20", "--stats-interval", "0"],
+        [sys.executable, "-m", "edge_resnet.cli"] + _command(kind, root, frames, out),
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         _wait(lambda: _active(root) == ("1.0.0", "good"), "the runtime's commit of 1.0.0")
@@ -73,8 +83,26 @@ def test_run_commits_after_frames_and_reloads_on_sighup(
         old = {json.dumps(r["topk"], sort_keys=True) for r in first[:6]}
         new = {json.dumps(r["topk"], sort_keys=True) for r in later[:6]}
         assert old != new, "results did not change after reloading another model"
+        # events name the release that produced them, before and after the reload
+        assert {(r["model"]["name"], r["model"]["version"]) for r in first} == {("tiny", "1.0.0")}
+        assert {(r["model"]["name"], r["model"]["version"]) for r in later} == {("tiny", "1.1.0")}
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     assert "SIGHUP: reloading" in err and "committed tiny 1.1.0" in err
+
+
+def test_run_bundle_root_argument_errors(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    """Each misuse of `run` with or without --bundle-root is one line on stderr, exit 2."""
+    from edge_resnet.cli import main
+
+    for argv, text in ((["run", "--commit-after", "5", "m.onnx", "cam.mp4"],
+                        "--commit-after confirms a release: it needs --bundle-root"),
+                       (["run", "m.onnx"], "give SOURCE"),
+                       (["run", "--bundle-root", str(tmp_path / "none"), "cam.mp4"],
+                        "no release installed under")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and text in err, err
