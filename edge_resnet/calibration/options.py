@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from edge_resnet.core import InputError
+from edge_resnet.devices.trt_versions import JETPACK5_TENSORRT
 
 __all__ = ["CALIBRATORS", "METHODS", "AccuracyOptions", "CacheOptions", "CalibrationOptions",
            "Fp16Options", "MethodOptions", "ReaderOptions"]
@@ -67,7 +68,7 @@ class MethodOptions:
 class CacheOptions:
     """The legacy TensorRT calibration cache: for which TensorRT, read by which calibrator."""
 
-    trt_version: Union[int, str] = 8502
+    trt_version: Union[int, str] = field(default_factory=lambda: str(JETPACK5_TENSORRT))
     calibrator: str = "entropy2"
 
     def __post_init__(self) -> None:
