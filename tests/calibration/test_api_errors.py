@@ -70,7 +70,7 @@ def test_folder_of_non_images(tmp_path: Path, digits_onnx: Path) -> None:
     (lambda: CalibrationOptions(methods=("auto", "mse")), "auto and all stand alone"),
     (lambda: AccuracyOptions(Path("/nonexistent"), max_drop=0.5),
      "evaluation folder /nonexistent does not exist"),
-    (lambda: CacheOptions(trt_version="11.4"), "TensorRT 11 removed implicit INT8"),
+    (lambda: CacheOptions(trt_version="11.4"), "implicit INT8 was removed in TensorRT 11"),
     (lambda: CacheOptions(calibrator="MinMax"), "unknown cache calibrator"),
 ])
 def test_bad_options(make: Any, match: str) -> None:
