@@ -63,7 +63,7 @@ def _options(args: argparse.Namespace) -> Any:
     from edge_resnet.bundle.install import InstallOptions
 
     return InstallOptions(device=args.device, allow_downgrade=args.allow_downgrade,
-                          backend=getattr(args, "backend", "onnxruntime"),
+                          backend=getattr(args, "backend", "auto"),
                           pending_timeout_s=getattr(args, "pending_timeout", 900.0))
 
 
@@ -87,7 +87,16 @@ def _install(args: argparse.Namespace) -> int:
     print(f"installed {release.manifest.name} {release.manifest.version} into slot "
           f"{release.slot}; pending: run `edge-resnet bundle commit --root {args.root}` "
           f"within {args.pending_timeout:g} s")
+    for line in _engine_lines(release.record):
+        print(line)
     return 0
+
+
+def _engine_lines(record: Dict[str, Any]) -> List[str]:
+    """What runs each model of a release and why (engine built, carried, or the ONNX)."""
+    lines = [f"    {e['model']}: {e['detail']}" for e in record.get("engines", [])]
+    lines += [f"    unused {u['engine']}: {u['reason']}" for u in record.get("unused_engines", [])]
+    return lines
 
 
 def _commit(args: argparse.Namespace) -> int:
@@ -120,6 +129,8 @@ def _status(args: argparse.Namespace) -> int:
             f"{record['name']} {record['version']} {record['state']}"
             + (f" ({record['reason']})" if record.get("reason") else ""))
         print(f"{mark} {slot}: {text}")
+        for line in _engine_lines(record or {}):
+            print(line)
     for item in info["events"][-5:]:
         print(f"  {item['time']} {item['event']} {item.get('version') or ''}: {item['detail']}")
     return 0
@@ -223,7 +234,10 @@ def _add_device(sub: Any) -> None:
     p.add_argument("bundle")
     p.add_argument("--cert", required=True)
     p.add_argument("--root", required=True)
-    p.add_argument("--backend", default="onnxruntime", help="backend of the health check")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default): build/use TensorRT engines where TensorRT is installed, "
+                        "else check the ONNX on `run --backend auto`'s choice; tensorrt: engines "
+                        "or fail; onnxruntime/openvino: the ONNX payload on that backend")
     p.add_argument("--pending-timeout", type=float, default=900.0,
                    help="seconds to commit before a status/install rolls back (0: never)")
     _device_args(p)

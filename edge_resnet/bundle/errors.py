@@ -3,7 +3,8 @@
 ``BundleError`` (an :class:`~edge_resnet.core.InputError`: the bundle is what the user handed
 over) is a refusal: the CLI prints one line and exits 2, nothing on disk changed.
 ``HealthCheckError`` is a :class:`~edge_resnet.core.GateError`: the release was staged, failed
-its on-device health check and was discarded, so the CLI exits 1 like any breached gate.
+its on-device health check and was discarded, so the CLI exits 1 like any breached gate;
+``EngineBuildError`` likewise for an engine that could not be planned or built at install.
 Device side: Python 3.8, standard library only.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from edge_resnet.core import GateError, InputError
 
-__all__ = ["BundleError", "HealthCheckError", "SignatureError", "SlotError"]
+__all__ = ["BundleError", "EngineBuildError", "HealthCheckError", "SignatureError", "SlotError"]
 
 
 class BundleError(InputError):
@@ -28,3 +29,8 @@ class SlotError(BundleError):
 
 class HealthCheckError(GateError):
     """The staged release failed its health check; it was discarded and the reason recorded."""
+
+
+class EngineBuildError(GateError):
+    """An engine this device needs could not be planned or built at install; the staged release
+    was discarded and the reason recorded (exit 1, like a failed health check)."""

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-__all__ = ["StagedFile", "fsync_dir", "make_dir", "remove_tree", "rename", "set_step_hook",
+__all__ = ["StagedFile", "fsync_dir", "fsync_file", "make_dir", "remove_tree", "rename", "set_step_hook",
            "step", "swap_symlink", "write_json"]
 
 _HOOK: Optional[Callable[[str], None]] = None
@@ -36,6 +36,16 @@ def step(name: str) -> None:
 def fsync_dir(path: "str | Path") -> None:
     step(f"fsync-dir {Path(path).name}")
     fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: "str | Path") -> None:
+    """Flush a file someone else wrote (the engine builder) to disk."""
+    step(f"fsync {Path(path).name}")
+    fd = os.open(str(path), os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -53,11 +53,14 @@ class ModelCheck:
     median_ms: float
     ok: bool
     reason: str
+    ran: str = ""  # the file that ran (the model, or its engine), slot-relative
+    backend: str = ""
 
     def to_json(self) -> Dict[str, Any]:
         return {"path": self.path, "precision": self.precision, "max_abs": self.max_abs,
                 "top1_agreement": self.top1_agreement, "median_ms": self.median_ms,
-                "ok": self.ok, "reason": self.reason}
+                "ok": self.ok, "reason": self.reason, "ran": self.ran or self.path,
+                "backend": self.backend}
 
 
 def load_golden(path: "str | Path") -> GoldenSet:
@@ -102,7 +105,8 @@ def compare(logits: np.ndarray, expected: np.ndarray) -> Tuple[float, float]:
 
 
 def _verdict(path: str, precision: str, logits: np.ndarray, times: List[float],
-             golden: GoldenSet, tol: Tolerance, budget_ms: float) -> ModelCheck:
+             golden: GoldenSet, tol: Tolerance, budget_ms: float, ran: str,
+             backend: str) -> ModelCheck:
     max_abs, agree = compare(logits, golden.expected)
     median = float(statistics.median(times))
     problems = []
@@ -113,23 +117,32 @@ def _verdict(path: str, precision: str, logits: np.ndarray, times: List[float],
     if median > budget_ms:
         problems.append(f"median latency {median:.2f} ms > budget {budget_ms:.2f} ms")
     return ModelCheck(path, precision, max_abs, agree, median, not problems,
-                      "; ".join(problems) or "ok")
+                      "; ".join(problems) or "ok", ran, backend)
 
 
 def check_release(slot: "str | Path", manifest: Manifest, backend: str = "onnxruntime",
+                  runs: Optional[Mapping[str, Tuple[str, str]]] = None,
                   **options: Any) -> List[ModelCheck]:
-    """Health-check every model payload of the release staged under ``slot``."""
+    """Health-check every model payload of the release staged under ``slot``.
+
+    ``runs`` maps a model payload's path to the (slot-relative file, backend) that runs it on
+    this device (its TensorRT engine, see :mod:`edge_resnet.bundle.engines`); a model not in it
+    runs as itself on ``backend``. The engine is held to the tolerance of the model's precision.
+    """
     slot = Path(slot)
     golden = load_golden(slot / manifest.golden)
     checks = []
     for item in manifest.by_role("model"):
         precision = item.precision or "fp32"
+        ran, ran_backend = (runs or {}).get(item.path, (item.path, backend))
         try:
-            logits, times = run_golden(slot / item.path, golden, backend, **options)
+            logits, times = run_golden(slot / ran, golden, ran_backend, **options)
             checks.append(_verdict(item.path, precision, logits, times, golden,
-                                   manifest.tolerance[precision], manifest.latency_budget_ms))
+                                   manifest.tolerance[precision], manifest.latency_budget_ms,
+                                   ran, ran_backend))
         except Exception as exc:  # any failure to load or run the model fails the check
             text = str(exc) if isinstance(exc, EdgeResnetError) else f"{type(exc).__name__}: {exc}"
             checks.append(ModelCheck(item.path, precision, float("nan"), 0.0, float("nan"),
-                                     False, "cannot run it: " + " ".join(text.split())))
+                                     False, f"cannot run {ran} on {ran_backend}: "
+                                     + " ".join(text.split()), ran, ran_backend))
     return checks

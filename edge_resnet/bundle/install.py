@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from edge_resnet import __version__
 from edge_resnet.bundle import fsops
 from edge_resnet.bundle.archive import Limits, read_bundle
-from edge_resnet.bundle.errors import BundleError, HealthCheckError, SlotError
+from edge_resnet.bundle import engines
+from edge_resnet.bundle.errors import BundleError, EngineBuildError, HealthCheckError, SlotError
 from edge_resnet.bundle.health import ModelCheck, check_release
 from edge_resnet.bundle.manifest import Manifest, Payload, parse_manifest, version_key
 from edge_resnet.bundle.slots import SlotRoot, event, locked, repair, roll_back
@@ -38,9 +39,13 @@ class InstallOptions:
 
     device: Optional[str] = None
     allow_downgrade: bool = False
-    backend: str = "onnxruntime"
+    # auto: TensorRT engines where TensorRT is installed, else the ONNX on `run --backend auto`'s
+    # choice; tensorrt: engines or fail; another name: the ONNX payload on that backend.
+    backend: str = "auto"
     pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S
     limits: Limits = Limits()
+    engine_env: Optional[engines.EngineEnv] = None  # None: detected at install
+    build_progress: bool = True  # the builder's heartbeat on stderr (builds take minutes)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def _compatibility(manifest: Manifest, options: InstallOptions,
 
 def _check_int8_weights(manifest: Manifest, options: InstallOptions) -> None:
     """Pre-quantized (int8) weights are documented for TensorRT 10+; refuse them on older."""
-    if options.backend != "tensorrt" or not manifest.provenance.get("int8_weights"):
+    if options.backend not in engines.ENGINE_BACKENDS or not manifest.provenance.get("int8_weights"):
         return
     try:
         from importlib.metadata import PackageNotFoundError, version
@@ -168,18 +173,28 @@ def _stage(slots: SlotRoot, bundle: Path, cert: Any, options: InstallOptions,
         sink.close_all()
 
 
-def _record(manifest: Manifest, state: str, now: float, checks: List[ModelCheck],
-            timeout: float) -> Dict[str, Any]:
-    return {"name": manifest.name, "version": manifest.version, "state": state,
+@dataclass
+class _Staged:
+    """What was staged and checked: the manifest, the engine decisions, the health verdicts."""
+
+    manifest: Manifest
+    decisions: List[engines.EngineDecision]
+    unused: List[Dict[str, str]]
+    checks: List[ModelCheck]
+
+
+def _record(staged: _Staged, state: str, now: float, timeout: float) -> Dict[str, Any]:
+    return {"name": staged.manifest.name, "version": staged.manifest.version, "state": state,
             "installed": now, "pending_since": now, "pending_timeout_s": timeout,
-            "health": [c.to_json() for c in checks]}
+            "health": [c.to_json() for c in staged.checks],
+            "engines": [d.to_json() for d in staged.decisions],
+            "unused_engines": staged.unused}
 
 
-def _switch(slots: SlotRoot, state: Dict[str, Any], manifest: Manifest,
-            checks: List[ModelCheck], options: InstallOptions, now: float) -> str:
+def _switch(slots: SlotRoot, state: Dict[str, Any], staged: _Staged,
+            options: InstallOptions, now: float) -> str:
     target = slots.inactive_slot()
-    state["slots"][target] = _record(manifest, "installing", now, checks,
-                                     options.pending_timeout_s)
+    state["slots"][target] = _record(staged, "installing", now, options.pending_timeout_s)
     slots.save_state(state)  # from here a repair knows slot `target` is not a release yet
     old = slots.slot_dir(target)
     if old.exists():
@@ -196,9 +211,56 @@ def _switch(slots: SlotRoot, state: Dict[str, Any], manifest: Manifest,
     return target
 
 
+def _engine_env(options: InstallOptions) -> engines.EngineEnv:
+    if options.engine_env is not None:
+        return options.engine_env
+    if options.backend not in engines.ENGINE_BACKENDS:  # no engines wanted: nothing to detect
+        return engines.EngineEnv(options.device, "--device", None, None)
+    return engines.detect_env(options.device)
+
+
+def _stage_and_check(slots: SlotRoot, bundle: Path, cert: Any, options: InstallOptions,
+                     record: Optional[Dict[str, Any]], env: engines.EngineEnv) -> _Staged:
+    """Stage the payload, build the missing engines into it, health-check what will run."""
+    manifest = _stage(slots, bundle, cert, options, record)
+    try:
+        decisions, unused = engines.prepare(slots.staging, manifest, options.backend, env,
+                                            options.build_progress)
+    except EngineBuildError as exc:
+        raise _EngineFailed(manifest, str(exc)) from None
+    runs = {d.model: (d.runs, d.backend) for d in decisions}
+    checks = check_release(slots.staging, manifest, options.backend, runs)
+    return _Staged(manifest, decisions, unused, checks)
+
+
+class _EngineFailed(Exception):
+    """Internal: the engine stage failed after staging (carries the manifest for the record)."""
+
+    def __init__(self, manifest: Manifest, reason: str) -> None:
+        super().__init__(reason)
+        self.manifest, self.reason = manifest, reason
+
+
+def _discarded(slots: SlotRoot, state: Dict[str, Any], kind: str, manifest: Manifest,
+               reason: str, kept: Optional[Dict[str, Any]], now: float) -> str:
+    """Drop the staging directory, record why; the message for the error."""
+    _cleanup(slots)
+    event(state, kind, None, f"{manifest.name} {manifest.version}: {reason}", now)
+    slots.save_state(state)
+    return (f"{manifest.version} discarded and {kept.get('version') if kept else 'nothing'} "
+            f"kept: {reason}")
+
+
+def _as(check: ModelCheck) -> str:
+    """' (as ENGINE on BACKEND)' when the check ran the model's engine, not the model."""
+    return f" (as {check.ran} on {check.backend})" if check.ran and check.ran != check.path \
+        else ""
+
+
 def install(bundle: Path, cert: Any, root: Path, options: InstallOptions) -> Release:
     """Install ``bundle`` into the inactive slot of ``root`` and switch to it (pending)."""
     verify(bundle, cert, options, root)
+    env = _engine_env(options)
     with locked(root) as slots:
         state = repair(slots)
         active = slots.active_slot()
@@ -208,8 +270,11 @@ def install(bundle: Path, cert: Any, root: Path, options: InstallOptions) -> Rel
                             "or roll it back before installing another release")
         now = time.time()
         try:
-            manifest = _stage(slots, bundle, cert, options, record)
-            checks = check_release(slots.staging, manifest, options.backend)
+            staged = _stage_and_check(slots, bundle, cert, options, record, env)
+        except _EngineFailed as exc:
+            text = _discarded(slots, state, "engine-failed", exc.manifest, exc.reason, record,
+                              now)
+            raise EngineBuildError(f"engine stage failed, {text}") from None
         except BaseException as exc:
             _cleanup(slots)
             if isinstance(exc, OSError):
@@ -218,18 +283,14 @@ def install(bundle: Path, cert: Any, root: Path, options: InstallOptions) -> Rel
                 raise BundleError(f"cannot stage into {root}: {exc.strerror or exc}{hint}; "
                                   "nothing was changed") from None
             raise
-        failed = [c for c in checks if not c.ok]
+        failed = [c for c in staged.checks if not c.ok]
         if failed:
-            _cleanup(slots)
-            reason = "; ".join(f"{c.path}: {c.reason}" for c in failed)
-            event(state, "health-failed", None, f"{manifest.name} {manifest.version}: {reason}",
-                  now)
-            slots.save_state(state)
-            raise HealthCheckError(f"health check failed, {manifest.version} discarded and "
-                                   f"{record.get('version') if record else 'nothing'} kept: "
-                                   f"{reason}")
-        slot = _switch(slots, state, manifest, checks, options, now)
-        return Release(slot, slots.slot_dir(slot), manifest, "pending")
+            reason = "; ".join(f"{c.path}{_as(c)}: {c.reason}" for c in failed)
+            text = _discarded(slots, state, "health-failed", staged.manifest, reason, record, now)
+            raise HealthCheckError(f"health check failed, {text}")
+        slot = _switch(slots, state, staged, options, now)
+        return Release(slot, slots.slot_dir(slot), staged.manifest, "pending",
+                       dict(state["slots"][slot]))
 
 
 def _cleanup(slots: SlotRoot) -> None:
