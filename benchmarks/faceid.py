@@ -65,6 +65,8 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--dump-features", action="store_true",
+                        help="also save the eval features per model (.npz) for analysis")
     parser.add_argument("--arcface-margin", type=float, default=0.1)
     parser.add_argument("--arcface-scale", type=float, default=16.0)
     parser.add_argument("--arcface-warmup", type=int, default=5)
@@ -91,6 +93,9 @@ def main(argv: "List[str] | None" = None) -> int:
                        loss=options)
         seconds = time.perf_counter() - started
         data = _features(ckpt, eval_dir, args.device)
+        if args.dump_features:
+            np.savez(ckpt.with_suffix(".eval-features.npz"), feats=data["feats"],
+                     labels=data["labels"], names=np.array(data["names"]))
         scores = evaluate_open_set(data["feats"], data["labels"], data["names"], (1, 5),
                                    args.draws, args.seed)
         rep = report(scores, (0.01, 0.001), {**options.recipe(), "checkpoint": str(ckpt),
