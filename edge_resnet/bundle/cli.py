@@ -62,8 +62,12 @@ def _create(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> Any:
     from edge_resnet.bundle.install import InstallOptions
 
+    from edge_resnet.devices.plan import BatchProfile
+
+    batch = getattr(args, "engine_batch", None)
     return InstallOptions(device=args.device, allow_downgrade=args.allow_downgrade,
                           backend=getattr(args, "backend", "auto"),
+                          engine_batch=BatchProfile.parse(batch) if batch else None,
                           pending_timeout_s=getattr(args, "pending_timeout", 900.0))
 
 
@@ -238,6 +242,9 @@ def _add_device(sub: Any) -> None:
                    help="auto (default): build/use TensorRT engines where TensorRT is installed, "
                         "else check the ONNX on `run --backend auto`'s choice; tensorrt: engines "
                         "or fail; onnxruntime/openvino: the ONNX payload on that backend")
+    p.add_argument("--engine-batch", metavar="N|MIN:OPT:MAX",
+                   help="batch profile of the engines built here (default: the model's fixed "
+                        "batch, else 1); cover the runtime's --batch")
     p.add_argument("--pending-timeout", type=float, default=900.0,
                    help="seconds to commit before a status/install rolls back (0: never)")
     _device_args(p)

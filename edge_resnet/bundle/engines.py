@@ -99,7 +99,8 @@ def _onnx(item: Payload, backend: str, detail: str, env: EngineEnv) -> EngineDec
                           item.path, backend, f"{detail}, so {item.path} runs on {backend}")
 
 
-def _plan(item: Payload, artifact: OnnxArtifact, env: EngineEnv, out_dir: Path) -> BuildPlan:
+def _plan(item: Payload, artifact: OnnxArtifact, env: EngineEnv, out_dir: Path,
+          batch: Optional[BatchProfile]) -> BuildPlan:
     from edge_resnet.devices.profiles import get_profile
 
     if env.device is None:
@@ -107,10 +108,11 @@ def _plan(item: Payload, artifact: OnnxArtifact, env: EngineEnv, out_dir: Path) 
                                f"profile ({env.device_reason}): give --device NAME so its "
                                "engines can be planned, or --backend onnxruntime to run the "
                                "ONNX payload")
-    batch = artifact.batch or 1
+    if batch is None:  # the model's fixed batch, or 1 (what `run` uses by default)
+        fixed = artifact.batch or 1
+        batch = BatchProfile(fixed, fixed, fixed)
     request = BuildRequest(precision=item.precision or "fp32", out_dir=str(out_dir),
-                           batch=BatchProfile(batch, batch, batch),
-                           compute_capability=env.compute_capability)
+                           batch=batch, compute_capability=env.compute_capability)
     try:
         return plan_build(get_profile(env.device), str(env.tensorrt),
                           BuildArtifacts(models=(artifact,)), request)
@@ -131,10 +133,11 @@ def _carried(manifest: Manifest, key: str) -> Optional[Payload]:
 
 def decide_engines(manifest: Manifest, env: EngineEnv, backend: str,
                    artifacts: Mapping[str, OnnxArtifact], onnx_backends: Mapping[str, str],
-                   out_dir: Path) -> List[EngineDecision]:
+                   out_dir: Path, batch: Optional[BatchProfile] = None) -> List[EngineDecision]:
     """One decision per model payload. ``artifacts``: the staged ONNX files described
     (needed only when TensorRT is present), ``onnx_backends``: the backend that runs each ONNX
-    payload when no engine does, ``out_dir``: the staged slot's ``engines`` folder."""
+    payload when no engine does, ``out_dir``: the staged slot's ``engines`` folder, ``batch``:
+    the engines' batch profile (None: the model's fixed batch, else 1)."""
     decisions = []
     for item in manifest.by_role("model"):
         precision = item.precision or "fp32"
@@ -150,7 +153,7 @@ def decide_engines(manifest: Manifest, env: EngineEnv, backend: str,
             decisions.append(_onnx(item, onnx_backends[item.path],
                                    f"{wanted}; TensorRT is not installed here", env))
             continue
-        plan = _plan(item, artifacts[item.path], env, out_dir)
+        plan = _plan(item, artifacts[item.path], env, out_dir, batch)
         record = cache_key(plan, item.sha256)
         key = sha256_json(record)
         carried = _carried(manifest, key)
@@ -300,11 +303,13 @@ def onnx_backend_choices(staging: Path, manifest: Manifest, backend: str) -> Dic
 
 
 def prepare(staging: Path, manifest: Manifest, backend: str, env: EngineEnv,
-            progress: bool = True) -> Tuple[List[EngineDecision], List[Dict[str, str]]]:
+            progress: bool = True, batch: Optional[BatchProfile] = None
+            ) -> Tuple[List[EngineDecision], List[Dict[str, str]]]:
     """Decide, build what is missing, and list the carried engines left unused."""
     need_plans = backend in ENGINE_BACKENDS and env.tensorrt is not None
     artifacts = describe_models(staging, manifest) if need_plans else {}
     choices = onnx_backend_choices(staging, manifest, backend)
-    decisions = decide_engines(manifest, env, backend, artifacts, choices, staging / "engines")
+    decisions = decide_engines(manifest, env, backend, artifacts, choices, staging / "engines",
+                               batch)
     build_missing(decisions, staging, env, progress)
     return decisions, unused_engines(manifest, decisions, carried_key_records(staging, manifest))

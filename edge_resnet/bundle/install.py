@@ -26,6 +26,7 @@ from edge_resnet.bundle.errors import BundleError, EngineBuildError, HealthCheck
 from edge_resnet.bundle.health import ModelCheck, check_release
 from edge_resnet.bundle.manifest import Manifest, Payload, parse_manifest, version_key
 from edge_resnet.bundle.slots import SlotRoot, event, locked, repair, roll_back
+from edge_resnet.devices.plan import BatchProfile
 
 __all__ = ["InstallOptions", "Release", "active_release", "commit", "install", "rollback",
            "status", "verify"]
@@ -46,6 +47,7 @@ class InstallOptions:
     limits: Limits = Limits()
     engine_env: Optional[engines.EngineEnv] = None  # None: detected at install
     build_progress: bool = True  # the builder's heartbeat on stderr (builds take minutes)
+    engine_batch: Optional[BatchProfile] = None  # None: the model's fixed batch, else 1
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def _stage_and_check(slots: SlotRoot, bundle: Path, cert: Any, options: InstallO
     manifest = _stage(slots, bundle, cert, options, record)
     try:
         decisions, unused = engines.prepare(slots.staging, manifest, options.backend, env,
-                                            options.build_progress)
+                                            options.build_progress, options.engine_batch)
     except EngineBuildError as exc:
         raise _EngineFailed(manifest, str(exc)) from None
     runs = {d.model: (d.runs, d.backend) for d in decisions}

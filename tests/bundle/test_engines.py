@@ -255,3 +255,23 @@ def test_cli_on_a_machine_without_tensorrt_says_what_runs_instead(
     assert record["engines"][0]["action"] == "onnx" and record["engines"][0]["engine"] is None
     assert record["health"][0]["backend"] == "onnxruntime"
     assert active_release(root).runnable("auto") == (active_release(root).model, "auto")
+
+
+def test_engine_batch_profile(make_bundle: Callable[..., Path], fleet: Fleet,
+                              tmp_path: Path) -> None:
+    """A dynamic-batch model gets --engine-batch (default 1); a fixed-batch one only its own."""
+    from edge_resnet.devices.plan import OnnxArtifact
+
+    manifest = _manifest(make_bundle("1.0.0"), fleet)
+    item = manifest.by_role("model")[0]
+    dynamic = {item.path: OnnxArtifact(str(tmp_path / "m.onnx"), "fp32", 17, batch=None)}
+    choices = {item.path: "onnxruntime"}
+    for batch, expected in ((None, [1, 1, 1]), (BatchProfile(1, 4, 8), [1, 4, 8])):
+        [decision] = decide_engines(manifest, trt_env(None), "auto", dynamic, choices,
+                                    tmp_path / "engines", batch)
+        assert decision.key_record is not None and decision.key_record["batch"] == expected
+        assert f".b{expected[0]}-{expected[1]}-{expected[2]}." in decision.runs
+    fixed = {item.path: describe_onnx(write_tiny_model(tmp_path / "fixed.onnx"))}
+    with pytest.raises(EngineBuildError, match="has a fixed batch of 1: use --batch 1"):
+        decide_engines(manifest, trt_env(None), "auto", fixed, choices, tmp_path / "engines",
+                       BatchProfile(1, 1, 4))

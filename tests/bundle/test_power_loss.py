@@ -74,7 +74,7 @@ def _reset(template: Path, work: Path) -> None:
 
 
 def _killed_install(bundle: Path, cert: object, root: Path, at_step: Optional[int],
-                    after_s: float) -> int:
+                    after_s: float, options: Optional[InstallOptions] = None) -> int:
     """Fork an installer; kill it at step ``at_step`` or after ``after_s``; return its status."""
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
@@ -87,7 +87,7 @@ def _killed_install(bundle: Path, cert: object, root: Path, at_step: Optional[in
                         os.kill(os.getpid(), signal.SIGKILL)
                     seen[0] += 1
                 fsops.set_step_hook(hook)
-            install(bundle, cert, root, InstallOptions())
+            install(bundle, cert, root, options or InstallOptions())
         finally:
             os._exit(0)
     if at_step is None:
@@ -159,6 +159,52 @@ def test_sigkill_anywhere_leaves_a_runnable_release(scratch: Path, fleet: Fleet,
         commit(root)
         assert _runnable_version(root) == "1.1.0"
     assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes
+
+
+def test_sigkill_while_engines_are_built(scratch: Path, fleet: Fleet,
+                                         make_bundle: Callable[..., Path]) -> None:
+    """An install that builds an engine (TensorRT present: the injected fake builder of
+    test_engines.py) killed at each of its filesystem steps, the engine's fsyncs included: the
+    old release runs until the switch, status repairs, and the new one runs its engine."""
+    from test_engines import FakeBuilder, trt_env
+
+    tmp_path = scratch
+    cert = load_certificate(fleet[1])
+    options = InstallOptions(engine_env=trt_env(FakeBuilder()), build_progress=False)
+    template = tmp_path / "template"
+    install(make_bundle("1.0.0", golden_count=1), cert, template / "root", options)
+    commit(template / "root")
+    bundle = make_bundle("1.1.0", seed=1, golden_count=1)
+    work = tmp_path / "work"
+    _reset(template, work)
+    steps: List[str] = []
+    fsops.set_step_hook(steps.append)
+    try:
+        install(bundle, cert, work / "root", options)
+    finally:
+        fsops.set_step_hook(None)
+    assert any(s.startswith("fsync ") and s.endswith(".engine") for s in steps), steps
+    old_slot = snapshot(template / "root" / "slots" / "a")
+    for at_step in range(len(steps)):
+        _reset(template, work)
+        root = work / "root"
+        code = _killed_install(bundle, cert, root, at_step, 0.0, options)
+        assert os.WIFSIGNALED(code), f"not killed at {steps[at_step]}"
+        version = _runnable_version(root)
+        if version == "1.0.0":
+            assert snapshot(root / "slots" / "a") == old_slot, f"{steps[at_step]} touched 1.0.0"
+        info = status(root)
+        assert not [n for n in LEFTOVERS if (root / n).exists() or (root / n).is_symlink()]
+        if version == "1.0.0":
+            install(bundle, cert, root, options)
+        commit(root)
+        release = active_release(root)
+        engine, _ = release.runnable("auto")
+        assert release.manifest.version == "1.1.0" and engine.suffix == ".engine", info
+        with load_backend("onnxruntime", engine) as model:  # the fake engine is ONNX bytes
+            golden = load_golden(release.path / release.manifest.golden)
+            logits = model.infer(preprocess_batch(list(golden.images), model.spec)).logits
+        np.testing.assert_allclose(logits, golden.expected, atol=1e-4)
 
 
 def _killed(action: Callable[[], object], at_step: int) -> int:
