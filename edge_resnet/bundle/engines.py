@@ -188,8 +188,7 @@ def unused_engines(manifest: Manifest, decisions: List[EngineDecision],
         same = [d for d in decisions if d.precision == item.precision and d.key_record]
         record = carried_keys.get(item.path)
         if not any(d.key_record for d in decisions):
-            reason = "no engine is wanted here (" + (decisions[0].detail if decisions else
-                                                     "no model") + ")"
+            reason = "not used: " + (decisions[0].detail if decisions else "no model")
         elif record is None:
             reason = (f"its key {item.engine_key!r} has no engine cache sidecar to compare; "
                       "this device's engines are keyed by the cache key hash")

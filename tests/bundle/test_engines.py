@@ -242,12 +242,15 @@ def test_cli_on_a_machine_without_tensorrt_says_what_runs_instead(
     if detect().tensorrt is not None:
         pytest.skip("TensorRT is installed here: this test is about a device without it")
     root = tmp_path / "root"
-    code = main(["bundle", "install", str(make_bundle("1.0.0")), "--cert", str(fleet[1]),
-                 "--root", str(root), "--device", DEVICE])
+    carried = _host_engine(write_tiny_model(tmp_path / "tiny.onnx"), tmp_path / "cache", TRT)
+    bundle = make_bundle("1.0.0", engines=[("", carried)])
+    code = main(["bundle", "install", str(bundle), "--cert", str(fleet[1]), "--root", str(root),
+                 "--device", DEVICE])
     out, err = capsys.readouterr()
     said = (f"wanted a fp32 TensorRT engine for {DEVICE}; TensorRT is not installed here, so "
             "models/")
     assert code == 0 and said in out and "runs on onnxruntime" in out, err
+    assert f"unused engines/{carried.name}: not used: {said}" in out
     assert main(["bundle", "status", "--root", str(root)]) == 0
     assert said in capsys.readouterr().out
     assert main(["bundle", "status", "--root", str(root), "--json"]) == 0
