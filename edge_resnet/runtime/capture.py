@@ -56,6 +56,7 @@ class Frame:
     timestamp: float         # wall clock (time.time) at capture
     t_capture: float         # perf_counter at capture (latencies)
     monotonic: float = 0.0   # time.monotonic at capture (event ordering across a run)
+    path: Optional[str] = None  # the image file (image-folder sources), for review
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ class CaptureThread(threading.Thread):
                 continue
             self.metrics.observe("capture", (time.perf_counter() - t0) * 1000.0)
             self._pace()
-            frame = Frame(image, self._index, time.time(), time.perf_counter(), time.monotonic())
+            frame = Frame(image, self._index, time.time(), time.perf_counter(), time.monotonic(),
+                          getattr(self.source, "last_path", None))
             self._arrived(frame)
             self._index += 1
             if not self.channel.put(frame, self.stop_event):

@@ -56,6 +56,10 @@ def result_fields(frame: Frame, result: Classification, latency_ms: float) -> Di
     if result.identity is not None:
         data["identity"] = result.identity
         data["similarity"] = round(float(result.similarity or 0.0), 6)
+        data["candidate"] = result.candidate
+        data["match_threshold"] = result.match_threshold
+    if frame.path is not None:
+        data["path"] = frame.path
     return data
 
 

@@ -321,6 +321,7 @@ class Pipeline:
                 raise ModelError("--gallery needs a model exported with features")
             for result, match in zip(results, self.gallery.match(output.features, threshold)):
                 result.identity, result.similarity = match.identity, match.similarity
+                result.candidate, result.match_threshold = match.best, match.threshold
         t1 = time.perf_counter()
         self.metrics.observe("postprocess", (t1 - t0) * 1000.0)
         fps = self.metrics.snapshot_fps()

@@ -45,6 +45,8 @@ class Classification:
     topk: List[Dict[str, Any]]
     identity: Optional[str] = None
     similarity: Optional[float] = None
+    candidate: Optional[str] = None          # best gallery match, also when ``unknown``
+    match_threshold: Optional[float] = None  # the threshold the identity was decided with
     extra: Dict[str, Any] = field(default_factory=dict)
 
 

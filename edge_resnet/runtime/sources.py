@@ -139,7 +139,7 @@ def _import_cv2() -> Any:
 
 # RTSP: FFmpeg analyses 5 s of stream by default (about 1 s to open a 25 fps camera, i.e. to
 # come back after an outage); the SDP already names the codec and size, 0.1 s is plenty.
-RTSP_CAPTURE_OPTIONS = "analyzeduration;100000"
+RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;100000"
 _ENV_LOCK = threading.Lock()
 
 
@@ -167,6 +167,8 @@ class VideoSource(ABC):
         self.live = uri.live
         self.frame_rate: Optional[float] = None
         self.frame_count: Optional[int] = None
+        # the file the last frame came from (image folders), for review events
+        self.last_path: Optional[str] = None
 
     @abstractmethod
     def open(self) -> None:
@@ -345,6 +347,7 @@ class ImageSequenceSource(VideoSource):
             return None
         path = self.files[self.position]
         self.position += 1
+        self.last_path = str(path)
         try:
             rgb = read_image(path)
         except DataError as exc:

@@ -174,3 +174,12 @@ def test_cli_enroll_and_run_with_gallery(digits_features_onnx: Path, enrol_dir: 
     assert [e["identity"] for e in events] == [m.identity for m in matches]
     np.testing.assert_allclose([e["similarity"] for e in events],
                                [m.similarity for m in matches], atol=1e-4)
+    # review fields: the best candidate even when rejected, the threshold in force, the file
+    threshold = gallery_and_scores["gallery"].suggested_threshold
+    assert [e["candidate"] for e in events] == [m.best for m in matches]
+    assert all(e["match_threshold"] == threshold for e in events)
+    rejected = [e for e in events if e["identity"] == UNKNOWN]
+    assert rejected and all(e["candidate"] in [str(d) for d in range(9)] and
+                            e["similarity"] < threshold for e in rejected)
+    files = sorted(p for p in Path(digits_dirs.test_dir).rglob("*.png"))
+    assert [e["path"] for e in events] == [str(p) for p in files]
