@@ -164,9 +164,10 @@ def test_sigkill_anywhere_leaves_a_runnable_release(scratch: Path, fleet: Fleet,
 def test_sigkill_while_engines_are_built(scratch: Path, fleet: Fleet,
                                          make_bundle: Callable[..., Path]) -> None:
     """An install that builds an engine (TensorRT present: the injected fake builder of
-    test_engines.py) killed at each of its filesystem steps, the engine's fsyncs included: the
-    old release runs until the switch, status repairs, and the new one runs its engine."""
-    from test_engines import FakeBuilder, trt_env
+    test_install_engines.py) killed at each of its filesystem steps, the engine's fsyncs
+    included: the old release runs until the switch, status repairs, the new one runs its
+    engine."""
+    from test_install_engines import FakeBuilder, trt_env
 
     tmp_path = scratch
     cert = load_certificate(fleet[1])
