@@ -137,8 +137,10 @@ def _import_cv2() -> Any:
     return cv2
 
 
-# RTSP: FFmpeg analyses 5 s of stream by default (about 1 s to open a 25 fps camera, i.e. to
-# come back after an outage); the SDP already names the codec and size, 0.1 s is plenty.
+# RTSP: interleaved over the TCP control connection (no UDP loss; a camera that goes away
+# closes the connection, so the outage is seen at once, not after the 5 s read timeout), and
+# 0.1 s of stream analysed instead of FFmpeg's 5 s (about 1 s to open a 25 fps camera, i.e.
+# to come back after an outage; the SDP already names the codec and size).
 RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;100000"
 _ENV_LOCK = threading.Lock()
 
