@@ -61,8 +61,11 @@ def threshold_at_far(impostor: np.ndarray, target_far: float) -> float:
     allowed = int(math.floor(target_far * ordered.size + 1e-9))
     if allowed >= ordered.size:
         return -1.0
-    # just above the (allowed+1)-th highest score: at most ``allowed`` scores reach it
-    return float(min(1.0, max(-1.0, np.nextafter(ordered[allowed], np.inf))))
+    # just above the (allowed+1)-th highest score: at most ``allowed`` scores reach it. The
+    # step is a float32 one so that comparisons in float32 (similarities are float32) and in
+    # float64 agree on which scores pass.
+    step = np.nextafter(np.float32(ordered[allowed]), np.float32(np.inf))
+    return float(min(1.0, max(-1.0, float(step))))
 
 
 def derive_threshold(feats: Sequence[np.ndarray], target_far: float

@@ -222,3 +222,22 @@ def test_cli_verify_catches_copied_fingerprint_truncation_and_forgery(
     _one_error_line(capsys, "corrupt or truncated")
     other_model = main(["gallery", "verify", str(src), "--model", str(digits_onnx)])
     assert other_model == 0       # same weights without the features output: same fingerprint
+
+
+def test_enrolment_refuses_names_that_are_one_name_in_another_unicode_form(tmp_path: Path
+                                                                         ) -> None:
+    from edge_resnet.core import DataError
+    from edge_resnet.runtime.gallery import group_by_identity
+
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    for name in (composed, decomposed, "ana"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "1.png").write_bytes(b"")
+    with pytest.raises(DataError, match="different Unicode forms; merge them"):
+        group_by_identity(tmp_path)
+    (tmp_path / decomposed / "1.png").unlink()
+    (tmp_path / decomposed).rmdir()
+    (tmp_path / "unknown").mkdir()
+    (tmp_path / "unknown" / "1.png").write_bytes(b"")
+    with pytest.raises(gf.GalleryFileError, match="reserved"):
+        group_by_identity(tmp_path)

@@ -24,6 +24,10 @@ def test_threshold_at_far_counts_exactly() -> None:
     ties = np.array([0.5, 0.5, 0.5, 0.1])
     assert np.mean(ties >= threshold_at_far(ties, 0.5)) == 0.0     # ties cannot be split
     assert threshold_at_far(np.array([1.0, 1.0]), 0.1) == 1.0      # clipped to the range
+    # similarities are float32: a float32 comparison must pass the same scores as float64
+    imp32 = np.random.default_rng(0).uniform(0.5, 0.9, 1000).astype(np.float32)
+    t32 = threshold_at_far(imp32.astype(np.float64), 0.01)
+    assert np.sum(imp32 >= t32) == np.sum(imp32.astype(np.float64) >= t32) == 10
 
 
 def test_enrolment_scores_leave_one_out_by_hand() -> None:
