@@ -69,3 +69,14 @@ def test_cli_glyphs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert info["identities"] == 65 and info["per_identity"] == 2
     assert len(list(out.glob("U+*/*.png"))) == 130
     assert read_image(next(out.glob("U+*/000.png"))).shape == (24, 24, 3)
+
+
+def test_cli_eval_and_enroll_refusals_are_one_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "g"
+    write_glyph_folder(folder, EVAL_GLYPHS[:3], per_identity=2, size=16, seed=0)
+    assert main(["gallery", "eval", str(folder), "--model", "missing.onnx", "--far", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--far values are rates in (0, 1)" in err[0]
+    assert main(["gallery", "eval", str(folder), "--model", "m.onnx", "--photos", "x"]) == 2
+    assert "--photos must be comma-separated numbers" in capsys.readouterr().err

@@ -197,3 +197,16 @@ def test_cli_enroll_and_run_with_gallery(digits_features_onnx: Path, enrol_dir: 
                             e["similarity"] < threshold for e in rejected)
     files = sorted(p for p in Path(digits_dirs.test_dir).rglob("*.png"))
     assert [e["path"] for e in events] == [str(p) for p in files]
+
+
+def test_enrolling_one_identity_is_refused_with_the_way_out(
+        digits_features_onnx: Path, one_photo_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    os.symlink(one_photo_dir / "0", lone / "0")
+    assert main(["gallery", "enroll", str(lone), "--model", str(digits_features_onnx),
+                 "--out", str(tmp_path / "g.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "at least two identities" in err and "--match-threshold" in err
+    assert not (tmp_path / "g.npz").exists()
