@@ -109,9 +109,9 @@ def _stats(model: Any, data: Optional[Union[str, Path]], spec: ModelSpec, path: 
                           total=expected - expected // HOLDOUT_EVERY, progress=opts.progress,
                           source=str(data))
     if opts.methods[0] == "auto" and not split.held_images:
-        raise InputError(f"--method auto holds out every {HOLDOUT_EVERY}th calibration image to "
+        raise InputError(f"method auto holds out every {HOLDOUT_EVERY}th calibration image to "
                          f"score the range methods, and {data} gave fewer than {HOLDOUT_EVERY}; "
-                         "give more images or choose a --method")
+                         "give more images or name a method")
     stats.skipped = reader.skips.count
     stats.extra["holdout_every"] = str(HOLDOUT_EVERY)
     stats.save(path)
