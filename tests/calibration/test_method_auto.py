@@ -77,3 +77,21 @@ def test_auto_without_data_is_refused_before_writing(calibrated: Any, digits_onn
     assert code == 2
     assert "--method auto scores the range methods on held-out" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_auto_with_fewer_images_than_the_holdout_period_is_refused(
+        digits_onnx: Path, digits_dirs: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    data = tmp_path / "few"
+    data.mkdir()
+    for png in sorted(Path(digits_dirs.train_dir).rglob("*.png"))[:3]:
+        shutil.copy(png, data / png.name)
+    out = tmp_path / "out"
+    code = main(["calibrate", str(digits_onnx), str(data), "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--method auto holds out every 5th calibration image" in err
+    assert "gave fewer than 5; give more images or choose a --method" in err
+    assert not out.exists()
