@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from edge_resnet.runtime.cli import add_backend_args
+
 __all__ = ["add_gallery_commands"]
 
 
@@ -27,15 +29,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_backend(p: argparse.ArgumentParser) -> None:
-    from edge_resnet.backends.base import backend_names
-
-    p.add_argument("--backend", default="onnxruntime", choices=backend_names(),
-                   help="inference backend (default onnxruntime)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU inference threads (0: the backend's default)")
-
-
 def add_gallery_commands(gsub: Any) -> None:
     """Add the gallery actions to the ``gallery`` sub-parser group."""
     enroll = gsub.add_parser(
@@ -51,7 +44,7 @@ def add_gallery_commands(gsub: Any) -> None:
                         help="false accept rate the threshold is chosen for (default 0.01)")
     enroll.add_argument("--sign-key", help="fleet private key (bundle keygen) to sign with")
     enroll.add_argument("--batch", type=_positive_int, default=16)
-    _add_backend(enroll)
+    add_backend_args(enroll)
     enroll.set_defaults(func=_enroll)
 
     evaluate = gsub.add_parser(
@@ -74,7 +67,7 @@ def add_gallery_commands(gsub: Any) -> None:
     evaluate.add_argument("--json", dest="json_out", help="write the report as JSON here")
     evaluate.add_argument("--plots", help="folder to write roc.png into")
     evaluate.add_argument("--batch", type=_positive_int, default=32)
-    _add_backend(evaluate)
+    add_backend_args(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     glyphs = gsub.add_parser(
@@ -98,7 +91,7 @@ def add_gallery_commands(gsub: Any) -> None:
     verify.add_argument("gallery", help="gallery file (.npz)")
     verify.add_argument("--cert", help="fleet certificate: require a valid signature")
     verify.add_argument("--model", help="ONNX model the gallery must have been enrolled with")
-    _add_backend(verify)
+    add_backend_args(verify)
     verify.set_defaults(func=_verify)
 
 

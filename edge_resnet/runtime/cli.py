@@ -21,7 +21,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_backend(p: argparse.ArgumentParser) -> None:
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend (registry names + auto) and --threads, one spelling for every runtime command."""
     from edge_resnet.backends.base import backend_names
 
     p.add_argument("--backend", default="auto", choices=["auto"] + backend_names(),
@@ -55,7 +56,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--commit-after", type=_positive_int, metavar="N",
                      help="with --bundle-root: commit a pending release once N frames have "
                           "turned into results")
-    _add_backend(run)
+    add_backend_args(run)
     run.add_argument("--width", type=_positive_int, help="camera capture width")
     run.add_argument("--height", type=_positive_int, help="camera capture height")
     run.add_argument("--fps", type=float, help="camera capture rate (and video output rate)")
