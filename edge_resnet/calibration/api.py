@@ -207,14 +207,17 @@ def _eval_batches(accuracy: AccuracyOptions, spec: ModelSpec, seed: int
 
 def _evaluate_all(model: Any, result: CalibrationResult, batches: Sequence[np.ndarray],
                   labels: np.ndarray, threads: int) -> None:
-    from edge_resnet.calibration.mixed import _Runner, _top1
+    from edge_resnet.calibration.mixed import model_logits
+    from edge_resnet.evaluation.metrics import topk_accuracy
 
-    runner = _Runner(batches, threads)
-    result.fp32_top1 = _top1(runner.logits(model), labels)
+    def top1(graph: Any) -> float:
+        return 100.0 * topk_accuracy(model_logits(graph, batches, threads), labels, 1)
+
+    result.fp32_top1 = top1(model)
     for art in result.methods.values():
-        art.top1 = _top1(runner.logits(load_onnx(art.qdq_path)), labels)
+        art.top1 = top1(load_onnx(art.qdq_path))
     if result.fp16_path is not None:
-        result.fp16_top1 = _top1(runner.logits(load_onnx(result.fp16_path)), labels)
+        result.fp16_top1 = top1(load_onnx(result.fp16_path))
     result.best_method = max(result.methods.values(), key=lambda a: a.top1 or 0.0).method
 
 
