@@ -73,7 +73,8 @@ def main(argv: "List[str] | None" = None) -> int:
     args = parser.parse_args(argv)
 
     from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
-    from edge_resnet.export.finetune import LossOptions, finetune
+    from edge_resnet.training.finetune import finetune
+    from edge_resnet.training.options import LossOptions
     from edge_resnet.faceid.openset import evaluate_open_set, format_report, report
 
     train_dir = args.work / f"glyphs-train-{args.train_per_identity}-{args.size}"

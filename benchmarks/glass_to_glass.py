@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 
-from edge_resnet.runtime.metrics import percentiles  # noqa: E402
+from edge_resnet.runtime.telemetry import percentiles  # noqa: E402
 from edge_resnet.runtime.outputs import Output  # noqa: E402
 from edge_resnet.backends import load_backend  # noqa: E402
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402

@@ -218,7 +218,7 @@ def decode_fps(path: Path) -> float:
 
 def bench_pipeline(model: Path, video: Path, raw_fps: float) -> Dict[str, Any]:
     from edge_resnet.backends.pytorch import PyTorchBackend
-    from edge_resnet.runtime.metrics import format_summary
+    from edge_resnet.runtime.telemetry import format_summary
     from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
     from edge_resnet.runtime.sources import create_source
 

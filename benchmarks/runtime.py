@@ -28,8 +28,8 @@ import numpy as np
 from edge_resnet.backends import load_backend
 from edge_resnet.core import ModelSpec
 from edge_resnet.preprocessing import preprocess_batch
-from edge_resnet.runtime.bench import sample_batch, time_inference
-from edge_resnet.runtime.metrics import format_summary
+from edge_resnet.runtime.timing import sample_batch, time_inference
+from edge_resnet.runtime.telemetry import format_summary
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
 from edge_resnet.runtime.sources import create_source
 

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "edge_resnet.export.models",
     "save_checkpoint": "edge_resnet.export.models",
-    "finetune": "edge_resnet.export.finetune",
+    "finetune": "edge_resnet.training.finetune",
     "export_onnx": "edge_resnet.export.onnx_export",
     "check_parity": "edge_resnet.export.parity",
     "export_verified": "edge_resnet.export.parity",

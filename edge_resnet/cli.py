@@ -21,7 +21,7 @@ from edge_resnet.core import EdgeResnetError, GateError
 _REGISTRARS: List[str] = [
     "edge_resnet.demo_cli",
     "edge_resnet.export.cli",
-    "edge_resnet.export.train_cli",
+    "edge_resnet.training.cli",
     "edge_resnet.calibration.cli",
     "edge_resnet.evaluation.cli",
     "edge_resnet.runtime.cli",

@@ -60,7 +60,7 @@ def run_demo(out_dir: "str | Path", *, epochs: int = 8, batch_size: int = 32, lr
     from edge_resnet.calibration.options import Fp16Options, ReaderOptions
     from edge_resnet.calibration import calibrate as run_calibration
     from edge_resnet.evaluation import evaluate, write_report
-    from edge_resnet.export.finetune import finetune
+    from edge_resnet.training.finetune import finetune
     from edge_resnet.export.models import load_model
     from edge_resnet.export.parity import check_fused_vs_unfused, export_verified
     from edge_resnet.images import ImageFolder

@@ -15,4 +15,5 @@ from fixtures import (  # noqa: E402,F401  (re-exported pytest fixtures)
     digits_model,
     digits_onnx,
     digits_test_images,
+    empty_hub,
 )

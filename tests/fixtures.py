@@ -26,7 +26,7 @@ from edge_resnet.images import ImageFolder
 ROOT = Path(__file__).resolve().parents[1]
 
 DIGITS_PARAMS: Dict[str, Any] = {"size": 32, "test_fraction": 0.2, "seed": 0}
-# The recipe of the shared test model (edge_resnet.export.finetune.finetune arguments).
+# The recipe of the shared test model (edge_resnet.training.finetune.finetune arguments).
 # ``EDGE_RESNET_FIXTURE_SEED`` trains the same recipe from another seed: the tests must pass for
 # any model the recipe produces (CPU training differs between machines), so they are run
 # against several seeds before an accuracy-dependent change lands.
@@ -97,7 +97,7 @@ def digits_dirs() -> Any:
 @pytest.fixture(scope="session")
 def digits_checkpoint(digits_dirs: Any) -> Path:
     """Edge-resnet checkpoint of a ResNet50 trained at 32x32 on digits/train (trained once)."""
-    from edge_resnet.export.finetune import finetune
+    from edge_resnet.training.finetune import finetune
 
     key = _key({"recipe": DIGITS_RECIPE, "data": DIGITS_PARAMS})
     path = cache_dir() / f"digits-resnet50-{key}.pt"
@@ -158,3 +158,15 @@ def digits_fused_onnx(digits_checkpoint: Path) -> Path:
 def digits_test_images(digits_dirs: Any) -> List[Tuple[np.ndarray, int]]:
     """All 359 digits/test images as (uint8 RGB 32x32x3 array, class index)."""
     return load_labeled_images(digits_dirs.test_dir)
+
+
+@pytest.fixture()
+def empty_hub(tmp_path: Path) -> Iterator[Path]:
+    """Point torch's hub cache at an empty folder (restored afterwards): export and training
+    tests prove the offline error for ImageNet weights without touching the user's cache."""
+    import torch
+
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)

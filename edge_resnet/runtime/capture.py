@@ -22,7 +22,7 @@ from typing import Any, Callable, Deque, Dict, Optional
 import numpy as np
 
 from edge_resnet.core import DataError, EdgeResnetError, SourceError
-from edge_resnet.runtime.metrics import PipelineMetrics
+from edge_resnet.runtime.telemetry import PipelineMetrics
 from edge_resnet.runtime.sources import VideoSource
 
 __all__ = ["Backoff", "CaptureThread", "Frame", "FrameChannel", "lower_thread_priority"]

@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edge_resnet.runtime.bench import BenchOptions, format_table, run_bench
+    from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 
     options = BenchOptions(backends=[b.strip() for b in args.backends.split(",") if b.strip()],
                            threads=args.threads, data=args.data, max_images=args.max_images,

@@ -25,7 +25,7 @@ from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.capture import (Backoff, CaptureThread, Frame, FrameChannel,
                                          lower_thread_priority)
 from edge_resnet.runtime.gallery import Gallery, match_threshold
-from edge_resnet.runtime.metrics import PipelineMetrics, format_line
+from edge_resnet.runtime.telemetry import PipelineMetrics, format_line
 from edge_resnet.runtime.events import EventLog, ModelInfo
 from edge_resnet.runtime.outputs import Output, VideoOutput, close_all, result_fields
 from edge_resnet.runtime.postprocess import Postprocessor

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 from edge_resnet.core import DependencyError, InputError
 from edge_resnet.runtime.events import EventLog
-from edge_resnet.runtime.metrics import BUCKETS_MS, PipelineMetrics
+from edge_resnet.runtime.telemetry import BUCKETS_MS, PipelineMetrics
 
 __all__ = ["MetricsServer", "start_metrics_server"]
 

@@ -21,7 +21,7 @@ from edge_resnet.core import InputError
 from edge_resnet.io_utils import atomic_write_json
 from edge_resnet.runtime.events import EventLog, ModelInfo
 from edge_resnet.runtime.gallery import load_gallery_for
-from edge_resnet.runtime.metrics import format_summary
+from edge_resnet.runtime.telemetry import format_summary
 from edge_resnet.runtime.outputs import Output, close_all, create_output
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
 from edge_resnet.runtime.prometheus import MetricsServer, start_metrics_server

@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Mapping, Optional
 
-from edge_resnet.runtime.metrics import PipelineMetrics
+from edge_resnet.runtime.telemetry import PipelineMetrics
 
 __all__ = ["SystemdNotifier", "ServiceHealth"]
 

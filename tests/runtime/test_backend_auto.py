@@ -12,7 +12,7 @@ import pytest
 
 from edge_resnet.backends.reference import choose_backend, installed_runtimes, read_cpu_flags
 from edge_resnet.cli import main
-from edge_resnet.runtime.bench import BenchOptions, format_table, run_bench
+from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 
 
 def test_bench_defaults_to_auto_and_says_why(digits_onnx: Path, tmp_path: Path,

@@ -15,7 +15,7 @@ import pytest
 from edge_resnet.backends.base import backend_names
 from edge_resnet.cli import main
 from edge_resnet.runtime.capture import CaptureThread
-from edge_resnet.runtime.metrics import PipelineMetrics
+from edge_resnet.runtime.telemetry import PipelineMetrics
 from edge_resnet.runtime.sources import create_source
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_resnet.core import InputError
-from edge_resnet.runtime.metrics import PipelineMetrics, format_summary, percentiles
+from edge_resnet.runtime.telemetry import PipelineMetrics, format_summary, percentiles
 from edge_resnet.runtime.postprocess import UNKNOWN, Postprocessor, softmax, top_k
 
 LABELS = ("cat", "dog", "bird", "fish")

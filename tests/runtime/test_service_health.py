@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from edge_resnet.runtime.metrics import PipelineMetrics
+from edge_resnet.runtime.telemetry import PipelineMetrics
 from edge_resnet.runtime.systemd import ServiceHealth, SystemdNotifier
 from media import digit_frames
 from mjpeg_server import MjpegServer

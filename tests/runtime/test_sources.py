@@ -11,7 +11,7 @@ from PIL import Image
 
 from edge_resnet.core import DependencyError, InputError, SourceError
 from edge_resnet.runtime.capture import Backoff, CaptureThread
-from edge_resnet.runtime.metrics import PipelineMetrics
+from edge_resnet.runtime.telemetry import PipelineMetrics
 from edge_resnet.runtime.sources import (CvSource, ImageSequenceSource, SourceOptions,
                                          create_source, csi_pipeline, gstreamer_available,
                                          parse_uri)

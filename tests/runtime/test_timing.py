@@ -10,7 +10,7 @@ import pytest
 
 from edge_resnet.cli import main
 from edge_resnet.core import InputError
-from edge_resnet.runtime.bench import BenchOptions, format_table, run_bench
+from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 
 
 def test_bench_table_and_json(digits_onnx: Path, digits_dirs: Any,
@@ -54,7 +54,7 @@ def test_bench_refuses_missing_model(tmp_path: Path) -> None:
 
 
 def test_format_table_keeps_units() -> None:
-    from edge_resnet.runtime.bench import BenchRow
+    from edge_resnet.runtime.timing import BenchRow
     row = BenchRow(model="/m/a.onnx", backend="openvino", size_mb=24.0, precision="int8",
                    accuracy=0.8125, latency_ms={"p50": 11.5, "p90": 12.0, "p99": 13.25},
                    throughput=95.0, batch=8, pipeline_fps=80.0)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES
+
 __all__ = ["register"]
 
 
@@ -30,7 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", choices=("auto", "imagenet-v1", "imagenet-v2", "scratch"),
+    p.add_argument("--init", choices=INIT_CHOICES,
                    default="auto",
                    help="starting weights; auto = ImageNet V1 if in the torch hub cache, else "
                         "scratch (the choice is logged and stored in the checkpoint)")
@@ -40,7 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (default: all cores; use 1 when the machine is busy "
                         "with other work)")
-    p.add_argument("--loss", choices=("ce", "arcface"), default="ce",
+    p.add_argument("--loss", choices=LOSS_CHOICES, default="ce",
                    help="ce: softmax classifier (default); arcface: additive angular margin on "
                         "the L2-normalised pooled features, an embedding made for galleries "
                         "(export it with --features)")
@@ -58,7 +60,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_resnet.export.finetune import LossOptions, finetune
+    from edge_resnet.training.finetune import finetune
+    from edge_resnet.training.options import LossOptions
 
     result = finetune(args.data_dir, args.out, resolution=args.resolution, resize=args.resize,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -26,14 +26,13 @@ from edge_resnet.export.models import hub_weights_path, load_model, save_checkpo
 from edge_resnet.images import ImageFolder, ImageRecord, read_image
 from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import normalize, resize_crop
+from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES, LossOptions
 
 __all__ = ["FinetuneResult", "INIT_CHOICES", "LOSS_CHOICES", "LossOptions", "evaluate_folder",
            "finetune"]
 
 log = logging.getLogger(__name__)
 
-INIT_CHOICES = ("auto", "imagenet-v1", "imagenet-v2", "scratch")
-LOSS_CHOICES = ("ce", "arcface")
 # Cache decoded, resized images in memory up to this many bytes (uint8).
 _CACHE_LIMIT_BYTES = 2 << 30
 
@@ -54,34 +53,6 @@ class FinetuneResult:
     num_val: int
     skipped: int
     recipe: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LossOptions:
-    """The training loss: ``ce`` (softmax classifier) or ``arcface`` (additive angular margin on
-    the L2-normalised pooled features, :mod:`edge_resnet.export.arcface`), whose margin ramps up
-    over the first ``warmup_epochs`` so a network trained from scratch gets going first."""
-
-    name: str = "ce"
-    margin: float = 0.1
-    scale: float = 16.0
-    warmup_epochs: int = 5
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSS_CHOICES:
-            raise InputError(f"loss must be one of {', '.join(LOSS_CHOICES)}, got {self.name!r}")
-        if not 0.0 <= self.margin < 1.5 or self.scale <= 0 or self.warmup_epochs < 0:
-            raise InputError(f"arcface needs a margin in [0, 1.5) radians, a positive scale and "
-                             f"warm-up epochs >= 0 (got {self.margin}, {self.scale}, "
-                             f"{self.warmup_epochs})")
-
-    def recipe(self) -> Dict[str, Any]:
-        if self.name == "ce":
-            return {"loss": "ce"}
-        return {"loss": "arcface", "arcface_margin": self.margin, "arcface_scale": self.scale,
-                "arcface_warmup_epochs": self.warmup_epochs,
-                "embedding": "pooled 2048-d features, L2-normalised (export --features); fc rows "
-                             "are the unit class centres times the scale, no bias"}
 
 
 class _Pixels:
@@ -254,7 +225,7 @@ def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Any:
     the start: ArcFace's class centres are its own, not a softmax layer's)."""
     if loss.name == "ce":
         return nn.CrossEntropyLoss()
-    from edge_resnet.export.arcface import ArcFaceLoss, CosineClassifier
+    from edge_resnet.training.arcface import ArcFaceLoss, CosineClassifier
 
     model.fc = CosineClassifier(2048, num_classes, loss.scale)  # ResNet50's feature width
     return ArcFaceLoss(loss.margin, loss.scale)
@@ -345,7 +316,7 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
                  losses[-1], val_acc[-1])
     model.eval()
     if loss.name == "arcface":
-        from edge_resnet.export.arcface import to_linear
+        from edge_resnet.training.arcface import to_linear
 
         model.fc = to_linear(model.fc)  # type: ignore[arg-type]
     model.to(device)

@@ -20,7 +20,7 @@ import numpy as np
 from edge_resnet.backends.base import Backend, load_backend
 from edge_resnet.core import EdgeResnetError, InputError
 from edge_resnet.preprocessing import preprocess_batch
-from edge_resnet.runtime.metrics import percentiles
+from edge_resnet.runtime.telemetry import percentiles
 
 __all__ = ["BenchOptions", "BenchRow", "format_table", "run_bench", "time_inference"]
 

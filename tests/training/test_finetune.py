@@ -12,7 +12,7 @@ import torch
 
 from edge_resnet.cli import main
 from edge_resnet.core import DataError, DependencyError, InputError
-from edge_resnet.export.finetune import finetune
+from edge_resnet.training.finetune import finetune
 from edge_resnet.export.models import load_model
 from edge_resnet.preprocessing import preprocess_batch
 

@@ -20,8 +20,8 @@ from torch.nn import functional as F
 from edge_resnet.cli import main
 from edge_resnet.core import InputError
 from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
-from edge_resnet.export.arcface import ArcFaceLoss, CosineClassifier, to_linear
-from edge_resnet.export.finetune import LossOptions
+from edge_resnet.training.arcface import ArcFaceLoss, CosineClassifier, to_linear
+from edge_resnet.training.options import LossOptions
 from edge_resnet.export.models import load_model
 
 
