@@ -138,45 +138,33 @@ def _calibrator(plan: BuildPlan) -> "Optional[trt.IInt8Calibrator]":
     data = Path(plan.calibration_cache).read_bytes()
     batch = plan.batch.opt
 
-    class _Entropy2(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names: List[str]) -> List[int]:
-            return []
-
-        def read_calibration_cache(self) -> bytes:
-            return data
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            return None
-
-    class _MinMax(trt.IInt8MinMaxCalibrator):
-        def __init__(self) -> None:
-            trt.IInt8MinMaxCalibrator.__init__(self)
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names: List[str]) -> List[int]:
-            return []
-
-        def read_calibration_cache(self) -> bytes:
-            return data
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            return None
-
-    if plan.calibrator == "EntropyCalibration2":
-        return _Entropy2()
-    if plan.calibrator == "MinMaxCalibration":
-        return _MinMax()
+    bases = {"EntropyCalibration2": trt.IInt8EntropyCalibrator2,
+             "MinMaxCalibration": trt.IInt8MinMaxCalibrator}
+    base = bases.get(plan.calibrator)
+    if base is not None:
+        return _cache_reader(base, data, batch)
     raise ModelError(f"calibration cache header names {plan.calibrator!r}: edge-resnet reads "
                      "EntropyCalibration2 and MinMaxCalibration caches; rewrite it with "
                      "`edge-resnet calibrate`")
+
+
+def _cache_reader(base: Any, data: bytes, batch: int) -> "trt.IInt8Calibrator":
+    """An instance of a subclass of TensorRT calibrator class ``base`` that hands TensorRT the
+    cache bytes and no batches: one body for every calibrator class, since only the class (which
+    TensorRT matches against the cache header) differs."""
+
+    def __init__(self: Any) -> None:
+        base.__init__(self)
+
+    methods: Dict[str, Any] = {
+        "__init__": __init__,
+        "get_batch_size": lambda self: batch,
+        "get_batch": lambda self, names: [],
+        "read_calibration_cache": lambda self: data,
+        "write_calibration_cache": lambda self, cache: None,
+    }
+    calibrator: "trt.IInt8Calibrator" = type(f"CacheOnly{base.__name__}", (base,), methods)()
+    return calibrator
 
 
 def _load_timing_cache(config: "trt.IBuilderConfig", path: Path) -> "trt.ITimingCache":

@@ -48,3 +48,24 @@ def test_stubs_only_tensorrt_is_not_tensorrt() -> None:
         assert "pip install tensorrt" in str(exc) and "python3-libnvinfer" in str(exc)
     else:
         pytest.skip("a real TensorRT is installed here")
+
+
+def test_cache_reader_serves_the_cache_bytes_under_the_given_calibrator_class() -> None:
+    """One body for every calibrator class: the instance subclasses the class TensorRT matches
+    against the cache header, runs its constructor, and hands over the bytes and no batches."""
+    from edge_resnet.engine.builder import _cache_reader
+
+    constructed = []
+
+    class FakeEntropy2:
+        def __init__(self) -> None:
+            constructed.append(self)
+
+    calibrator = _cache_reader(FakeEntropy2, b"TRT-8502-EntropyCalibration2\n", 8)
+    assert isinstance(calibrator, FakeEntropy2)
+    assert constructed == [calibrator]
+    assert type(calibrator).__name__ == "CacheOnlyFakeEntropy2"
+    assert calibrator.get_batch_size() == 8
+    assert calibrator.get_batch(["input"]) == []
+    assert calibrator.read_calibration_cache() == b"TRT-8502-EntropyCalibration2\n"
+    assert calibrator.write_calibration_cache(b"new") is None
