@@ -4,19 +4,8 @@ The package imports nothing heavy: torch, tensorrt and openvino load inside the 
 them, so device-side code (runtime, backends) runs on a Jetson without torch.
 """
 
-from edge_resnet.core import (
-    BackendError,
-    CalibrationError,
-    DataError,
-    DependencyError,
-    EdgeResnetError,
-    GateError,
-    InputError,
-    ModelError,
-    ModelSpec,
-    ParityError,
-    SourceError,
-)
+from edge_resnet import core as _core
+from edge_resnet.core import *  # noqa: F403  (the shared types and errors: core.__all__)
 
 __version__ = "0.1.0"
 
@@ -66,18 +55,4 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
 
-__all__ = [
-    "BackendError",
-    "CalibrationError",
-    "DataError",
-    "DependencyError",
-    "EdgeResnetError",
-    "GateError",
-    "InputError",
-    "ModelError",
-    "ModelSpec",
-    "ParityError",
-    "SourceError",
-    "__version__",
-    *_LAZY,
-]
+__all__ = [*_core.__all__, "__version__", *_LAZY]
