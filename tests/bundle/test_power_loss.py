@@ -76,32 +76,8 @@ def _reset(template: Path, work: Path) -> None:
 def _killed_install(bundle: Path, cert: object, root: Path, at_step: Optional[int],
                     after_s: float, options: Optional[InstallOptions] = None) -> int:
     """Fork an installer; kill it at step ``at_step`` or after ``after_s``; return its status."""
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        try:
-            if at_step is not None:
-                seen = [0]
-
-                def hook(name: str) -> None:
-                    if seen[0] == at_step:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    seen[0] += 1
-                fsops.set_step_hook(hook)
-            install(bundle, cert, root, options or InstallOptions())
-        finally:
-            os._exit(0)
-    if at_step is None:
-        time.sleep(after_s)
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while True:
-        done, code = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return code
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail("installer child hung")
-        time.sleep(0.002)
+    return _killed(lambda: install(bundle, cert, root, options or InstallOptions()), at_step,
+                   after_s)
 
 
 def _runnable_version(root: Path) -> str:
@@ -208,22 +184,35 @@ def test_sigkill_while_engines_are_built(scratch: Path, fleet: Fleet,
         np.testing.assert_allclose(logits, golden.expected, atol=1e-4)
 
 
-def _killed(action: Callable[[], object], at_step: int) -> int:
-    """Fork, run ``action`` with a SIGKILL at filesystem step ``at_step``; the child's status."""
+def _killed(action: Callable[[], object], at_step: Optional[int], after_s: float = 0.0) -> int:
+    """Fork, run ``action`` with a SIGKILL at filesystem step ``at_step`` (or, with no step,
+    after ``after_s`` seconds); the child's status. A child that hangs fails the test."""
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # child: never returns into pytest
         try:
-            seen = [0]
+            if at_step is not None:
+                seen = [0]
 
-            def hook(name: str) -> None:
-                if seen[0] == at_step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                seen[0] += 1
-            fsops.set_step_hook(hook)
+                def hook(name: str) -> None:
+                    if seen[0] == at_step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    seen[0] += 1
+                fsops.set_step_hook(hook)
             action()
         finally:
             os._exit(0)
-    return os.waitpid(pid, 0)[1]
+    if at_step is None:
+        time.sleep(after_s)
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return code
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("child hung")
+        time.sleep(0.002)
 
 
 def test_sigkill_during_rollback_and_commit(scratch: Path, fleet: Fleet,

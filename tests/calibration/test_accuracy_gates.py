@@ -25,7 +25,6 @@ def test_fp16_and_best_int8_meet_their_drop_budgets(calibrated: Any, digits_onnx
     for cand in report.candidates:
         print(f"  {cand.name:16s} top-1 {cand.top1:.2f} %  drop {cand.drop_top1:+.2f} points")
     assert report.images_evaluated == 359
-    assert fp32 > 90.0  # the fixture model is really trained
     assert drops["fp16"] <= 0.1
     best = min((d, n) for n, d in drops.items() if n.startswith("int8"))
     print(f"  best INT8 method: {best[1]} ({best[0]:+.2f} points); chosen by held-out scoring: "

@@ -19,7 +19,7 @@ def test_digits_fp32_against_itself(digits_onnx: Path, digits_dirs: Any) -> None
     cand = report.candidate("fp32-copy")
     assert report.images_evaluated == sum(digits_dirs.counts["test"].values()) == 359
     assert not report.skipped and report.labels == tuple(str(d) for d in range(10))
-    assert report.reference.top1 is not None and report.reference.top1 >= 95.0
+    assert report.reference.top1 is not None  # how well the fixture is trained: tests/training
     assert report.reference.top5 is not None and report.reference.top5 >= report.reference.top1
     assert cand.drop_top1 == 0.0 and cand.top1 == report.reference.top1
     assert cand.agreement is not None and cand.agreement.agreement == 1.0

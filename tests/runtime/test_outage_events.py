@@ -7,21 +7,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 from edge_resnet.runtime.capture import Backoff
 from edge_resnet.runtime.pipeline import PipelineConfig
 from edge_resnet.runtime.service import build_pipeline
-from media import digit_frames
+from media import digit_frames, wait_until
 from mjpeg_server import MjpegServer
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _lines(path: Path) -> List[Dict[str, Any]]:
@@ -42,18 +34,18 @@ def test_outage_events_measure_the_real_outage(digits_onnx: Path, digits_test_im
     processed = lambda: pipeline.metrics.counts()["processed"]  # noqa: E731
     pipeline.start()
     try:
-        _wait(lambda: processed() >= 10, 30, "the first results")
+        wait_until(lambda: processed() >= 10, 30, "the first results")
         server.stop()
         stopped = time.monotonic()
-        _wait(lambda: not pipeline.metrics.source_up, 10, "the outage to be noticed")
+        wait_until(lambda: not pipeline.metrics.source_up, 10, "the outage to be noticed")
         time.sleep(1.5 - (time.monotonic() - stopped))
         before = processed()                    # frames in flight have drained by now
         server = MjpegServer(frames, port=server.port, fps=20).start()
         restarted = time.monotonic()
-        _wait(lambda: processed() > before, 10, "a result after the restart")
+        wait_until(lambda: processed() > before, 10, "a result after the restart")
         first_result_after = time.monotonic() - restarted
         print(f"MJPEG: first result {first_result_after:.2f}s after the server came back")
-        _wait(lambda: processed() >= before + 10, 30, "results after the restart")
+        wait_until(lambda: processed() >= before + 10, 30, "results after the restart")
     finally:
         pipeline.stop()
         snap = pipeline.close()
@@ -92,15 +84,15 @@ def test_frozen_stream_is_an_outage_not_new_results(digits_onnx: Path, digits_te
     counts = pipeline.metrics.counts
     pipeline.start()
     try:
-        _wait(lambda: counts()["processed"] >= 10, 30, "the first results")
+        wait_until(lambda: counts()["processed"] >= 10, 30, "the first results")
         server.frozen = True
-        _wait(lambda: counts()["outages"] >= 1, 10, "the freeze to be detected")
+        wait_until(lambda: counts()["outages"] >= 1, 10, "the freeze to be detected")
         frozen_processed = counts()["captured"]
         time.sleep(1.0)
         assert counts()["captured"] == frozen_processed   # nothing new while frozen
         assert counts()["repeated"] >= 10
         server.frozen = False
-        _wait(lambda: counts()["processed"] >= frozen_processed + 10, 30, "results after thaw")
+        wait_until(lambda: counts()["processed"] >= frozen_processed + 10, 30, "results after thaw")
     finally:
         pipeline.stop()
         snap = pipeline.close()

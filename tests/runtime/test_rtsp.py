@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from edge_resnet.runtime.capture import Backoff
 from edge_resnet.runtime.pipeline import PipelineConfig
 from edge_resnet.runtime.service import build_pipeline
+from media import wait_until
 from rtsp_helpers import RtspCamera
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture()
@@ -42,18 +35,18 @@ def test_rtsp_stream_survives_an_outage(camera: RtspCamera, digits_onnx: Path,
     counts = pipeline.metrics.counts
     pipeline.start()
     try:
-        _wait(lambda: counts()["processed"] >= 25, 60, "results from the RTSP camera")
+        wait_until(lambda: counts()["processed"] >= 25, 60, "results from the RTSP camera")
         camera.stop()
         stopped = time.monotonic()
-        _wait(lambda: not pipeline.metrics.source_up, 15, "the outage to be noticed")
+        wait_until(lambda: not pipeline.metrics.source_up, 15, "the outage to be noticed")
         time.sleep(max(0.0, 2.0 - (time.monotonic() - stopped)))
         before = counts()["processed"]          # frames in flight have drained by now
         camera.start()
         restarted = time.monotonic()
-        _wait(lambda: counts()["processed"] > before, 30, "results after the restart")
+        wait_until(lambda: counts()["processed"] > before, 30, "results after the restart")
         first_after = time.monotonic() - restarted
         print(f"RTSP: first result {first_after:.2f}s after the camera came back")
-        _wait(lambda: counts()["processed"] >= before + 25, 60, "more results")
+        wait_until(lambda: counts()["processed"] >= before + 25, 60, "more results")
     finally:
         pipeline.stop()
         snap = pipeline.close()

@@ -5,21 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge_resnet.runtime.capture import Backoff
 from edge_resnet.runtime.pipeline import PipelineConfig
 from edge_resnet.runtime.service import build_pipeline
-from media import digit_frames
+from media import digit_frames, wait_until
 from mjpeg_server import MjpegServer
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_pipeline_reconnects_after_server_restart(digits_onnx: Path, digits_test_images: Any,
@@ -32,7 +24,7 @@ def test_pipeline_reconnects_after_server_restart(digits_onnx: Path, digits_test
     pipeline.start()
     try:
         processed = lambda: pipeline.metrics.counts()["processed"]  # noqa: E731
-        _wait(lambda: processed() >= 10, 30, "the first frames")
+        wait_until(lambda: processed() >= 10, 30, "the first frames")
         server.stop()
         time.sleep(0.5)                      # frames already in flight finish
         during_outage = processed()
@@ -41,8 +33,8 @@ def test_pipeline_reconnects_after_server_restart(digits_onnx: Path, digits_test
         before_restart = processed()
         assert before_restart == during_outage     # nothing arrives while the server is down
         server = MjpegServer(frames, port=server.port, fps=20).start()
-        _wait(lambda: processed() >= before_restart + 10, 30, "frames after the restart")
-        _wait(lambda: pipeline.metrics.counts()["reconnects"] >= 1, 10, "the reconnect count")
+        wait_until(lambda: processed() >= before_restart + 10, 30, "frames after the restart")
+        wait_until(lambda: pipeline.metrics.counts()["reconnects"] >= 1, 10, "the reconnect count")
     finally:
         pipeline.stop()
         snap = pipeline.close()
