@@ -2,8 +2,10 @@
 
 Readable oddities are converted (grayscale, RGBA, palette, 16-bit); unreadable files (corrupt,
 zero bytes, not an image) are skipped and counted so that reports can say how many were lost.
-Used by finetune, calibration readers, evaluation and the runtime's folder source (device side:
-Python 3.8, no torch).
+This is the SDK's one decode layer for stills: the folder walk, the image extensions and the
+decode iterators (:func:`iter_decoded`, :func:`decoded_chunks`) that finetune, calibration
+readers, evaluation and the runtime's folder source adapt (video frames:
+:func:`edge_resnet.runtime.sources.video_frames`). Device side: Python 3.8, no torch.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import os
 import random
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edge_resnet.core import DataError, InputError
 
-__all__ = ["ImageFolder", "ImageRecord", "SkipCounter", "read_image", "read_label_map",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolder", "ImageRecord", "SkipCounter", "chunked", "decoded_chunks",
+           "image_files", "is_image_file", "iter_decoded", "prefetched", "read_image",
+           "read_label_map", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".gif")
@@ -85,12 +89,104 @@ class ImageRecord:
     label: Optional[int]
 
 
+_T = TypeVar("_T")
+
+
 def _files_under(root: Path) -> List[Path]:
+    """Every visible file under ``root``: the SDK's one folder walk (sorted names, depth first,
+    hidden files and folders left out), so every stage sees a folder in the same order."""
     files: List[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
     return files
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file named like an image (one of :data:`IMAGE_EXTENSIONS`)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def image_files(root: "str | Path") -> List[Path]:
+    """The image files under ``root`` in the folder walk's order (for image sequences, which
+    take only files named like images, unlike :class:`ImageFolder`, which counts the rest)."""
+    return [p for p in _files_under(Path(root)) if is_image_file(p)]
+
+
+def _decode_one(record: ImageRecord, transform: Optional[Callable[[np.ndarray], np.ndarray]]
+                ) -> "np.ndarray | DataError":
+    try:
+        image = read_image(record.path)
+        return image if transform is None else transform(image)
+    except DataError as exc:
+        return exc
+
+
+def iter_decoded(records: Sequence[ImageRecord], skips: SkipCounter,
+                 transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 workers: int = 0) -> Iterator[Tuple[ImageRecord, np.ndarray]]:
+    """Yield (record, RGB uint8 image) for the readable files in order; count the rest in
+    ``skips`` (path -> reason) instead of failing, so one bad file never stops a pass.
+
+    ``transform`` (e.g. the resize) runs on each image where it is decoded; ``workers`` > 1
+    decodes in that many threads (Pillow releases the GIL while decoding and resizing), still
+    yielding in record order.
+    """
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            futures = [pool.submit(_decode_one, r, transform) for r in records]
+            try:
+                yield from _kept(zip(records, (f.result() for f in futures)), skips)
+            finally:
+                for future in futures:  # stopped early: do not decode the rest
+                    future.cancel()
+        return
+    yield from _kept(((r, _decode_one(r, transform)) for r in records), skips)
+
+
+def _kept(results: Iterable[Tuple[ImageRecord, "np.ndarray | DataError"]], skips: SkipCounter
+          ) -> Iterator[Tuple[ImageRecord, np.ndarray]]:
+    for record, result in results:
+        if isinstance(result, DataError):
+            skips.add(record.path, str(result))
+        else:
+            yield record, result
+
+
+def chunked(items: Iterable[_T], size: int) -> Iterator[List[_T]]:
+    """Lists of ``size`` consecutive items (the last one shorter): batches of any stream."""
+    if size < 1:
+        raise InputError(f"batch_size must be >= 1, got {size}")
+    chunk: List[_T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prefetched(chunks: Iterator[_T]) -> Iterator[_T]:
+    """Produce the next item in a worker thread while the caller works on the current one
+    (Pillow's decoders and the inference runtimes release the GIL), so a fast accelerator is
+    not left waiting for the JPEG decoder."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead") as pool:
+        future = pool.submit(next, chunks, None)
+        while True:
+            item = future.result()
+            if item is None:
+                return
+            future = pool.submit(next, chunks, None)
+            yield item
+
+
+def decoded_chunks(records: Sequence[ImageRecord], size: int, skips: SkipCounter,
+                   prefetch: bool = False) -> Iterator[List[Tuple[ImageRecord, np.ndarray]]]:
+    """:func:`iter_decoded` in chunks of ``size`` readable images (each decoded once), the
+    next chunk decoded ahead in a thread when ``prefetch``."""
+    chunks = chunked(iter_decoded(records, skips), size)
+    return prefetched(chunks) if prefetch else chunks
 
 
 _WORDNET_ID = re.compile(r"n[0-9]{8}")
@@ -259,11 +355,7 @@ class ImageFolder:
     def iter_images(self, records: Optional[Sequence[ImageRecord]] = None
                     ) -> Iterator[Tuple[ImageRecord, np.ndarray]]:
         """Yield (record, RGB uint8 image) for readable files; count the rest in ``skips``."""
-        for record in self.records if records is None else records:
-            try:
-                yield record, read_image(record.path)
-            except DataError as exc:
-                self.skips.add(record.path, str(exc))
+        return iter_decoded(self.records if records is None else records, self.skips)
 
     def split(self, fraction: float, seed: int = 0) -> Tuple[List[ImageRecord], List[ImageRecord]]:
         """Stratified split: (train, held_out) with about ``fraction`` of each class held out."""

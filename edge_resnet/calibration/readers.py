@@ -2,8 +2,10 @@
 
 Every reader yields float32 NCHW (or uint8 NHWC for fused-preprocessing graphs) batches made by
 :func:`edge_resnet.preprocessing.preprocess_batch` with the model's spec, so calibration sees
-exactly what inference will see. Unreadable files are skipped and counted in ``skips``; a source
-that yields no usable image at all is a :class:`DataError`, never an empty calibration.
+exactly what inference will see. The readers only adapt the SDK's one decode layer (stills:
+:mod:`edge_resnet.images`; video: :func:`edge_resnet.runtime.sources.video_frames`).
+Unreadable files are skipped and counted in ``skips``; a source that yields no usable image at
+all is a :class:`DataError`, never an empty calibration.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence,
 import numpy as np
 
 from edge_resnet.calibration.options import ReaderOptions
-from edge_resnet.core import DataError, InputError, ModelSpec, SourceError
-from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, read_image
+from edge_resnet.core import DataError, InputError, ModelSpec
+from edge_resnet.images import (ImageFolder, ImageRecord, SkipCounter, chunked, decoded_chunks,
+                                iter_decoded)
 from edge_resnet.preprocessing import preprocess_batch
+from edge_resnet.runtime.sources import VIDEO_EXTENSIONS, video_frame_count, video_frames
 
 __all__ = ["CalibrationReader", "ImageFolderReader", "ListFileReader", "ReaderOptions",
            "VideoReader", "open_reader", "reader_names", "register_reader"]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 
@@ -55,8 +58,8 @@ class _BatchingReader(ABC):
         self.images_used = 0
 
     @abstractmethod
-    def _images(self) -> Iterator[Tuple[np.ndarray, str]]:
-        """Yield (uint8 HxWx3 image, colour order); subclasses count their own skips."""
+    def _images(self) -> Iterator[np.ndarray]:
+        """Yield uint8 HxWx3 RGB images; subclasses count their own skips."""
         ...
 
     @abstractmethod
@@ -65,23 +68,13 @@ class _BatchingReader(ABC):
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.images_used = 0
-        pending: List[np.ndarray] = []
-        order = "RGB"
-        for image, order in self._images():
-            pending.append(image)
-            if len(pending) == self.options.batch_size:
-                yield self._flush(pending, order)
-                pending = []
-        if pending:
-            yield self._flush(pending, order)
+        for images in chunked(self._images(), self.options.batch_size):
+            self.images_used += len(images)
+            yield preprocess_batch(images, self.spec)
         if self.images_used == 0:
             raise DataError(
                 f"{self.description}: no usable image ({self.skips.count} file(s) skipped as "
                 "unreadable); point calibration at a folder, video or list of real images")
-
-    def _flush(self, images: List[np.ndarray], order: str) -> np.ndarray:
-        self.images_used += len(images)
-        return preprocess_batch(images, self.spec, color_order=order)
 
 
 class ImageFolderReader(_BatchingReader):
@@ -97,9 +90,9 @@ class ImageFolderReader(_BatchingReader):
     def expected_images(self) -> int:
         return len(self.records)
 
-    def _images(self) -> Iterator[Tuple[np.ndarray, str]]:
+    def _images(self) -> Iterator[np.ndarray]:
         for _, image in self.folder.iter_images(self.records):
-            yield image, "RGB"
+            yield image
 
 
 class ListFileReader(_BatchingReader):
@@ -118,22 +111,20 @@ class ListFileReader(_BatchingReader):
         if options.num_images is not None and options.num_images < len(paths):
             picked = random.Random(options.seed).sample(range(len(paths)), options.num_images)
             paths = [paths[i] for i in sorted(picked)]
-        self.paths = paths
+        self.records = [ImageRecord(p, None) for p in paths]
         self.description = f"list file {path}"
 
     def expected_images(self) -> int:
-        return len(self.paths)
+        return len(self.records)
 
-    def _images(self) -> Iterator[Tuple[np.ndarray, str]]:
-        for item in self.paths:
-            try:
-                yield read_image(item), "RGB"
-            except DataError as exc:
-                self.skips.add(item, str(exc))
+    def _images(self) -> Iterator[np.ndarray]:
+        for _, image in iter_decoded(self.records, self.skips):
+            yield image
 
 
 class VideoReader(_BatchingReader):
-    """Frames of a video file, every ``frame_stride``-th, up to ``num_images`` (OpenCV)."""
+    """Frames of a video file, every ``frame_stride``-th, up to ``num_images``: the runtime's
+    file source reads them (:func:`edge_resnet.runtime.sources.video_frames`)."""
 
     def __init__(self, video_path: "str | Path", spec: ModelSpec, options: ReaderOptions) -> None:
         super().__init__(spec, options)
@@ -141,46 +132,14 @@ class VideoReader(_BatchingReader):
         if not self.path.is_file():
             raise InputError(f"video file {self.path} does not exist")
         self.description = f"video {self.path}"
-        self._frame_count = self._probe()
-
-    def _open(self) -> "object":
-        try:
-            import cv2
-        except ImportError as exc:
-            from edge_resnet.core import DependencyError
-            raise DependencyError("reading video needs OpenCV: pip install 'edge-resnet[video]'"
-                                  ) from exc
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise SourceError(f"{self.path}: OpenCV cannot open this video (codec or file broken)")
-        return cap
-
-    def _probe(self) -> int:
-        import cv2
-        cap = self._open()
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))  # type: ignore[attr-defined]
-        cap.release()  # type: ignore[attr-defined]
-        return max(count, 0)
+        self._frame_count = video_frame_count(self.path)
 
     def expected_images(self) -> int:
         n = -(-self._frame_count // self.options.frame_stride) if self._frame_count else 0
         return min(n, self.options.num_images) if self.options.num_images else n
 
-    def _images(self) -> Iterator[Tuple[np.ndarray, str]]:
-        cap = self._open()
-        index = taken = 0
-        limit = self.options.num_images
-        try:
-            while limit is None or taken < limit:
-                ok, frame = cap.read()  # type: ignore[attr-defined]
-                if not ok:
-                    break
-                if index % self.options.frame_stride == 0 and frame is not None and frame.ndim == 3:
-                    taken += 1
-                    yield frame, "BGR"
-                index += 1
-        finally:
-            cap.release()  # type: ignore[attr-defined]
+    def _images(self) -> Iterator[np.ndarray]:
+        return video_frames(self.path, self.options.frame_stride, self.options.num_images)
 
 
 ReaderFactory = Callable[["str | Path", ModelSpec, ReaderOptions], _BatchingReader]
@@ -228,19 +187,11 @@ def open_reader(source: "str | Path", spec: ModelSpec, options: Optional[ReaderO
     return factory(path, spec, options)
 
 
-def records_reader(records: Sequence[ImageRecord], spec: ModelSpec,
-                   batch_size: int = 32) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """(batch, labels) over labeled records; unreadable files are skipped (used by mixed mode)."""
-    images: List[np.ndarray] = []
-    labels: List[int] = []
-    for record in records:
-        try:
-            images.append(read_image(record.path))
-        except DataError:
-            continue
-        labels.append(-1 if record.label is None else record.label)
-        if len(images) == batch_size:
-            yield preprocess_batch(images, spec), np.asarray(labels)
-            images, labels = [], []
-    if images:
-        yield preprocess_batch(images, spec), np.asarray(labels)
+def records_reader(records: Sequence[ImageRecord], spec: ModelSpec, batch_size: int = 32,
+                   skips: Optional[SkipCounter] = None
+                   ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(batch, labels) over labeled records (used by mixed mode); unreadable files are skipped
+    and counted in ``skips`` when given (labels of unlabeled records are -1)."""
+    for chunk in decoded_chunks(records, batch_size, SkipCounter() if skips is None else skips):
+        labels = [-1 if record.label is None else record.label for record, _ in chunk]
+        yield preprocess_batch([image for _, image in chunk], spec), np.asarray(labels)

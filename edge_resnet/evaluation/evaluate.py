@@ -1,6 +1,7 @@
 """Run a reference model and its candidates over an image folder and compare them image by image.
 
-Each image is decoded once and the same pixels go to every model, chunk by chunk, so the
+Each image is decoded once (by :func:`edge_resnet.images.decoded_chunks`, the next chunk
+ahead in a thread) and the same pixels go to every model, chunk by chunk, so the
 comparison is aligned per sample and memory stays bounded (one chunk of images plus N x classes
 logits per model). Each model gets its own batch from
 :func:`edge_resnet.preprocessing.preprocess_batch`, so float NCHW graphs and fused uint8 graphs
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from edge_resnet.evaluation.gates import apply_gates, check_gates
 from edge_resnet.evaluation.metrics import per_class_accuracy, topk_correct
 from edge_resnet.evaluation.report import EvalReport, ModelResult
 from edge_resnet.evaluation.stats import compare
-from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, read_image
+from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, chunked, decoded_chunks
 from edge_resnet.preprocessing import preprocess_batch
 
 __all__ = ["ModelLike", "PredictResult", "check_same_labels", "evaluate", "named_models",
@@ -33,7 +33,6 @@ __all__ = ["ModelLike", "PredictResult", "check_same_labels", "evaluate", "named
 
 ModelLike = Union[Backend, ModelRef, str, Path]
 ImageSource = Union[ImageFolder, Sequence[ImageRecord], Sequence[Any]]
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -75,43 +74,16 @@ def _as_records(source: ImageSource) -> Tuple[List[Any], bool]:
 
 def _decoded_chunks(items: Sequence[Any], are_records: bool, size: int, skips: SkipCounter
                     ) -> Iterator[Tuple[List[Any], List[Optional[int]], List[str]]]:
-    """Yield (images, labels, paths) chunks of ``size`` readable images; decode each once."""
-    images: List[Any] = []
-    labels: List[Optional[int]] = []
-    paths: List[str] = []
-    for index, item in enumerate(items):
-        if are_records:
-            try:
-                image = read_image(item.path)
-            except DataError as exc:
-                skips.add(item.path, str(exc))
-                continue
-            images.append(image)
-            labels.append(item.label)
-            paths.append(str(item.path))
-        else:
-            images.append(item)
-            labels.append(None)
-            paths.append(f"<image {index}>")
-        if len(images) == size:
-            yield images, labels, paths
-            images, labels, paths = [], [], []
-    if images:
-        yield images, labels, paths
-
-
-def _prefetched(chunks: Iterator[_T]) -> Iterator[_T]:
-    """Decode the next chunk in a worker thread while the models run on the current one
-    (Pillow's decoders and the inference runtimes release the GIL), so a fast accelerator is
-    not left waiting for the JPEG decoder."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-decode") as pool:
-        future = pool.submit(next, chunks, None)
-        while True:
-            item = future.result()
-            if item is None:
-                return
-            future = pool.submit(next, chunks, None)
-            yield item
+    """Yield (images, labels, paths) chunks of ``size`` readable images, the next one decoded
+    ahead in a thread while the models run; in-memory images pass through unchanged."""
+    if are_records:
+        for chunk in decoded_chunks(items, size, skips, prefetch=True):
+            yield ([image for _, image in chunk], [record.label for record, _ in chunk],
+                   [str(record.path) for record, _ in chunk])
+        return
+    for number, images in enumerate(chunked(items, size)):
+        first = number * size
+        yield images, [None] * len(images), [f"<image {first + i}>" for i in range(len(images))]
 
 
 def _infer(backend: Backend, images: Sequence[Any]) -> Tuple[np.ndarray, float]:
@@ -137,7 +109,7 @@ def _progress(total: int, enabled: bool) -> Any:
 def _run_models(backends: Sequence[Backend], source: ImageSource, batch_size: int,
                 progress: bool) -> _Outputs:
     if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     items, are_records = _as_records(source)
     skips = SkipCounter()
     chunks: List[List[np.ndarray]] = [[] for _ in backends]
@@ -145,8 +117,8 @@ def _run_models(backends: Sequence[Backend], source: ImageSource, batch_size: in
     labels: List[Optional[int]] = []
     paths: List[str] = []
     with contextlib.closing(_progress(len(items), progress)) as bar:
-        decoded = _decoded_chunks(items, are_records, batch_size, skips)
-        for images, chunk_labels, chunk_paths in _prefetched(decoded):
+        for images, chunk_labels, chunk_paths in _decoded_chunks(items, are_records,
+                                                                 batch_size, skips):
             for i, backend in enumerate(backends):
                 logits, spent = _infer(backend, images)
                 chunks[i].append(logits)
@@ -244,7 +216,7 @@ def _check_exact_qdq(options: Mapping[str, Any], opened: Sequence[Backend]) -> N
     """``exact_qdq`` is an ONNX Runtime option: refuse it when no model runs there (it would
     change nothing, silently)."""
     if options.get("exact_qdq") and not any(b.info.name == "onnxruntime" for b in opened):
-        raise InputError("--exact-qdq is an onnxruntime option and no model runs on "
+        raise InputError("exact_qdq is an onnxruntime backend option and no model runs on "
                          "onnxruntime here; drop it or run a model as onnxruntime:PATH")
 
 
@@ -261,11 +233,11 @@ def _fill_accuracy(result: ModelResult, logits: np.ndarray, labels: np.ndarray) 
 def _validate(batch_size: int, num_images: Optional[int], max_drop: Optional[float],
               threads: int) -> None:
     if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if num_images is not None and num_images < 1:
-        raise InputError(f"number of images must be positive, got {num_images}")
+        raise InputError(f"num_images must be >= 1 (or None for all), got {num_images}")
     if max_drop is not None and not max_drop >= 0:
-        raise InputError(f"max drop must be >= 0 percentage points, got {max_drop}")
+        raise InputError(f"max_drop must be >= 0 percentage points, got {max_drop}")
     if threads < 0:
         raise InputError(f"threads must be >= 0, got {threads}")
 

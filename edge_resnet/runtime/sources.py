@@ -4,7 +4,10 @@
 ``file://clip.mp4`` or a plain video path, a folder or glob of images, and ``gst://<pipeline>``.
 A source only opens and reads frames (BGR uint8, as OpenCV gives them); threading, dropping and
 reconnecting live in :mod:`edge_resnet.runtime.capture`, so every source gets them for free.
-Device side: Python 3.8, no torch; OpenCV is imported when a video source opens.
+This is also the SDK's one way to read a video file (:data:`VIDEO_EXTENSIONS`,
+:func:`video_frames`: RGB uint8 frames, used by calibration's video reader); stills are decoded
+by :mod:`edge_resnet.images`. Device side: Python 3.8, no torch; OpenCV is imported when a
+video source opens.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from edge_resnet.core import DataError, DependencyError, InputError, SourceError
-from edge_resnet.images import IMAGE_EXTENSIONS, read_image
+from edge_resnet.images import IMAGE_EXTENSIONS, image_files, is_image_file, read_image
 from edge_resnet.runtime.diagnose import diagnose_open_failure, probe_source
 from edge_resnet.runtime.events import redact
 from edge_resnet.runtime.logs import quiet_video_libraries
 
 __all__ = ["SourceOptions", "SourceURI", "VideoSource", "CvSource", "ImageSequenceSource",
-           "create_source", "parse_uri", "gstreamer_available", "csi_pipeline"]
+           "VIDEO_EXTENSIONS", "create_source", "parse_uri", "gstreamer_available",
+           "csi_pipeline", "video_frame_count", "video_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -334,11 +338,10 @@ class ImageSequenceSource(VideoSource):
     def open(self) -> None:
         loc = self.uri.location
         if Path(loc).is_dir():
-            files = [Path(d) / f for d, _, names in sorted(os.walk(loc)) for f in sorted(names)]
+            self.files = image_files(loc)
         else:
-            files = [Path(p) for p in sorted(glob.glob(loc, recursive=True))]
-        self.files = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS
-                      and not p.name.startswith(".")]
+            self.files = [p for p in map(Path, sorted(glob.glob(loc, recursive=True)))
+                          if is_image_file(p)]
         if not self.files:
             raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in {loc!r}")
         self.frame_count = len(self.files)
@@ -375,3 +378,42 @@ def create_source(uri: str, options: Optional[SourceOptions] = None) -> VideoSou
     """Pick the source implementation from the URI (does not open it)."""
     parsed = parse_uri(uri)
     return _SOURCES[parsed.kind](parsed, options or SourceOptions())
+
+
+def _file_source(path: "str | Path") -> CvSource:
+    location = str(path)
+    return CvSource(SourceURI(location, "file", location), SourceOptions())
+
+
+def video_frame_count(path: "str | Path") -> int:
+    """The frame count the video file's container states (0 when it states none); opening it
+    first, so an undecodable file is a :class:`SourceError` here, not midway through a pass."""
+    source = _file_source(path)
+    source.open()
+    try:
+        return source.frame_count or 0
+    finally:
+        source.close()
+
+
+def video_frames(path: "str | Path", stride: int = 1, limit: Optional[int] = None
+                 ) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a video file: every ``stride``-th frame, at most ``limit``, up to
+    the end or the first frame that cannot be decoded. The same reads as the runtime's file
+    source (:class:`CvSource`), so calibration sees the frames inference will see."""
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    source = _file_source(path)
+    source.open()
+    index = taken = 0
+    try:
+        while limit is None or taken < limit:
+            frame = source.read()
+            if frame is None:
+                break
+            if index % stride == 0:
+                taken += 1
+                yield np.ascontiguousarray(frame[:, :, ::-1])
+            index += 1
+    finally:
+        source.close()

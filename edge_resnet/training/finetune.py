@@ -23,7 +23,7 @@ from torch import nn
 from edge_resnet.core import (IMAGENET_MEAN, IMAGENET_STD, DataError, DependencyError,
                               InputError, ModelSpec)
 from edge_resnet.export.models import hub_weights_path, load_model, save_checkpoint
-from edge_resnet.images import ImageFolder, ImageRecord, read_image
+from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, iter_decoded, read_image
 from edge_resnet.io_utils import ensure_parent
 from edge_resnet.preprocessing import normalize, resize_crop
 from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES, LossOptions
@@ -56,47 +56,39 @@ class FinetuneResult:
 
 
 class _Pixels:
-    """uint8 NHWC pixels of a list of records: decoded once and cached, or decoded on access."""
+    """uint8 NHWC pixels of a list of records: decoded once and cached, or decoded on access.
+
+    Every image is decoded (and, when caching, resized) up front by the SDK's decode layer, in
+    ``workers`` threads, which also finds the unreadable files before training starts: they are
+    skipped, logged and counted.
+    """
 
     def __init__(self, records: Sequence[ImageRecord], spec: ModelSpec, cache: bool,
                  workers: int = 0) -> None:
         self.spec = spec
         self.records: List[ImageRecord] = []
         self.cached: Optional[np.ndarray] = None
-        self.skipped = 0
+        skips = SkipCounter()
         arrays = []
-        for record, pixels in zip(records, self._decode_all(records, workers, cache)):
-            if isinstance(pixels, DataError):
-                log.warning("skipping %s", pixels)
-                self.skipped += 1
-                continue
+        # without the cache only readability is kept, not the pixels
+        keep = self._resized if cache else self._readable
+        for record, pixels in iter_decoded(records, skips, keep, workers):
             self.records.append(record)
             if cache:
                 arrays.append(pixels)
+        for reason in skips.skipped.values():
+            log.warning("skipping %s", reason)
+        self.skipped = skips.count
         if cache and arrays:
             self.cached = np.stack(arrays)
         self.labels = np.array([r.label for r in self.records], dtype=np.int64)
 
-    def _decode_all(self, records: Sequence[ImageRecord], workers: int,
-                    keep: bool) -> "List[np.ndarray | DataError]":
-        """Decode + resize every image once, keeping the pixels only when caching.
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        return resize_crop(image, self.spec)
 
-        Decoding everything up front also finds the unreadable files before training starts.
-        Pillow releases the GIL while decoding and resizing, so threads help.
-        """
-        def one(record: ImageRecord) -> "np.ndarray | DataError":
-            try:
-                pixels = resize_crop(read_image(record.path), self.spec)
-                return pixels if keep else pixels[:0]
-            except DataError as exc:
-                return exc
-
-        if workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(one, records))
-        return [one(r) for r in records]
+    @staticmethod
+    def _readable(image: np.ndarray) -> np.ndarray:
+        return image[:0]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -220,15 +212,23 @@ def _train_epoch(model: nn.Module, data: _Pixels, spec: ModelSpec, opt: torch.op
     return total / max(seen, 1)
 
 
-def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Any:
-    """The loss function; for ArcFace also swaps ``fc`` for a cosine classifier (trained from
-    the start: ArcFace's class centres are its own, not a softmax layer's)."""
+def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Tuple[nn.Module, Any]:
+    """(model to train, loss function). With ``loss.embedding_dim`` the ResNet gets the
+    embedding head (and an ``fc`` on the embedding); for ArcFace ``fc`` becomes a cosine
+    classifier (trained from the start: ArcFace's class centres are its own, not a softmax
+    layer's)."""
+    from edge_resnet.export.embedding import POOLED_FEATURES, EmbeddingResNet
+
+    width = POOLED_FEATURES
+    if loss.head_dim is not None:
+        model = EmbeddingResNet(model, loss.head_dim, num_classes, loss.embedding_dropout)
+        width = loss.head_dim
     if loss.name == "ce":
-        return nn.CrossEntropyLoss()
+        return model, nn.CrossEntropyLoss()
     from edge_resnet.training.arcface import ArcFaceLoss, CosineClassifier
 
-    model.fc = CosineClassifier(2048, num_classes, loss.scale)  # ResNet50's feature width
-    return ArcFaceLoss(loss.margin, loss.scale)
+    model.fc = CosineClassifier(width, num_classes, loss.scale)
+    return model, ArcFaceLoss(loss.margin, loss.scale)
 
 
 def _check_args(resolution: int, resize: Optional[int], epochs: int, batch_size: int, lr: float,
@@ -260,7 +260,9 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     work 1 thread can be several times faster, as OpenMP threads then wait on each other).
     ``device`` trains on ``cuda``/``cuda:N`` when asked (the checkpoint is saved from the CPU).
     ``loss`` picks softmax cross-entropy (default) or ArcFace for embeddings made for
-    matching (:class:`LossOptions`); either way the checkpoint is a plain ResNet50.
+    matching, with or without an embedding head (:class:`LossOptions`; ArcFace gets a 512-d
+    head by default). Without a head the checkpoint is a plain ResNet50; with one it records
+    ``embedding_dim`` and export's ``features`` output is the embedding.
     Deterministic for a seed, machine, torch version and thread count.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
@@ -296,7 +298,7 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
     if len(train) < 2:
         raise DataError(f"{data_dir}: need at least 2 readable training images, got {len(train)}")
     model, used_init = _build_model(init, len(spec.labels))
-    loss_fn = _loss_head(model, loss, len(spec.labels))
+    model, loss_fn = _loss_head(model, loss, len(spec.labels))
     model.to(device)
     log.info("fine-tuning ResNet50 (init=%s) on %d images, validating on %d, %d classes",
              used_init, len(train), len(val), len(spec.labels))

@@ -93,7 +93,7 @@ def test_unreadable_video_is_an_error(tmp_path: Path) -> None:
 
     path = tmp_path / "broken.mp4"
     path.write_bytes(b"no video here")
-    with pytest.raises(SourceError, match="cannot open this video"):
+    with pytest.raises(SourceError, match="cannot open source .*broken.mp4 is not a video"):
         open_reader(path, SPEC)
 
 

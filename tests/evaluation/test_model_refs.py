@@ -105,8 +105,8 @@ def test_tensorrt_prefix_opens_the_tensorrt_backend(digits_onnx: Path, digits_di
 
 def test_exact_qdq_needs_an_onnxruntime_model(digits_onnx: Path, digits_dirs: Any) -> None:
     _needs_openvino()
-    with pytest.raises(InputError, match="--exact-qdq is an onnxruntime option and no model "
-                                         "runs on onnxruntime"):
+    with pytest.raises(InputError, match="exact_qdq is an onnxruntime backend option and no "
+                                         "model runs on onnxruntime"):
         evaluate(digits_onnx, [digits_onnx], digits_dirs.test_dir, backend="openvino",
                  backend_options={"exact_qdq": True}, num_images=4, progress=False)
 
