@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Tuple
 import numpy as np
 import pytest
 
-from conftest import write_tiny_model
+from tiny_model import write_tiny_model
 from edge_resnet.backends import load_backend
 from edge_resnet.bundle.install import active_release
 from edge_resnet.bundle.health import load_golden

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import write_tiny_model
+from tiny_model import write_tiny_model
 from edge_resnet.bundle import engines, fsops
 from edge_resnet.bundle.create import BundleSpec, create_bundle
 from edge_resnet.bundle.engines import EngineEnv, decide_engines
@@ -275,6 +275,6 @@ def test_engine_batch_profile(make_bundle: Callable[..., Path], fleet: Fleet,
         assert decision.key_record is not None and decision.key_record["batch"] == expected
         assert f".b{expected[0]}-{expected[1]}-{expected[2]}." in decision.runs
     fixed = {item.path: describe_onnx(write_tiny_model(tmp_path / "fixed.onnx"))}
-    with pytest.raises(EngineBuildError, match="has a fixed batch of 1: use --batch 1"):
+    with pytest.raises(EngineBuildError, match="has a fixed batch of 1: use batch profile 1"):
         decide_engines(manifest, trt_env(None), "auto", fixed, choices, tmp_path / "engines",
                        BatchProfile(1, 1, 4))
