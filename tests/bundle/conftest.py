@@ -18,7 +18,6 @@ from edge_resnet.bundle.signing import generate_identity
 from tiny_model import write_tiny_model
 
 
-
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
     """(fleet.key, fleet.crt) of the test fleet."""
