@@ -10,7 +10,7 @@ It runs on the device (Python 3.8, no torch): numpy and Pillow only.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -101,21 +101,54 @@ def preprocess(image: "np.ndarray | Image.Image", spec: ModelSpec,
 
 
 def preprocess_batch(images: Sequence["np.ndarray | Image.Image"], spec: ModelSpec,
-                     color_order: str = "RGB") -> np.ndarray:
+                     color_order: str = "RGB", out: Optional[np.ndarray] = None) -> np.ndarray:
     """Images (in ``color_order``) -> the batch the model's input takes, as its spec says.
 
     A fused-preprocessing model takes raw uint8 pixels, any other model normalised float32;
     either way in the spec's ``color_order`` and ``layout`` (the exporter's graphs: uint8 NHWC
-    frames when fused, float RGB NCHW otherwise).
+    frames when fused, float RGB NCHW otherwise). ``out``: write into this array instead
+    (a backend's ``input_buffer``, so no batch is allocated and copied again); returned.
     """
     if len(images) == 0:
         raise InputError("cannot preprocess an empty batch")
     pixels = np.stack([resize_crop(img, spec, color_order) for img in images])
+    if out is not None:
+        return _into(out, pixels, spec)
     if not spec.fused_preprocessing and spec.color_order == "RGB" and spec.layout == "NCHW":
         return normalize(pixels, spec)
+    return np.ascontiguousarray(_arranged(pixels, spec))
+
+
+def _arranged(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 NxHxWx3 RGB pixels as the spec's input (normalised unless fused, colour order,
+    layout), as a view where it can be."""
     batch = pixels if spec.fused_preprocessing else _normalized(pixels, spec)
     if spec.color_order == "BGR":
         batch = batch[:, :, :, ::-1]
     if spec.layout == "NCHW":
         batch = batch.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(batch)
+    return batch
+
+
+def _into(out: np.ndarray, pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """:func:`preprocess_batch` into ``out``: the plain float32 NCHW case is computed in
+    place (same arithmetic as :func:`normalize`, no temporary batch), others are copied in."""
+    shape = spec.input_shape(len(pixels))
+    if out.shape != shape:
+        raise InputError(f"out has shape {out.shape}; {len(pixels)} images for this model "
+                         f"need {shape}")
+    if not spec.fused_preprocessing and spec.color_order == "RGB" and spec.layout == "NCHW" \
+            and out.dtype == np.float32:
+        mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1) * 255.0
+        inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1) * 255.0)
+        np.subtract(pixels.transpose(0, 3, 1, 2), mean, out=out)
+        np.multiply(out, inv_std, out=out)
+        return out
+    batch = _arranged(pixels, spec)
+    if not np.can_cast(batch.dtype, out.dtype, "same_kind"):
+        what = " (a model with preprocessing fused in-graph takes uint8 pixels)" \
+            if out.dtype == np.uint8 else ""
+        raise InputError(f"out is {out.dtype}{what} but this spec makes {batch.dtype} input; "
+                         "preprocess with the model's own spec")
+    np.copyto(out, batch, casting="same_kind")
+    return out

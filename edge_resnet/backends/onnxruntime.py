@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
+from edge_resnet.backends.base import BackendBase, BackendInfo, BatchProfile, InferenceOutput
+from edge_resnet.backends.options import OnnxRuntimeOptions, merge_settings
 from edge_resnet.core import (BackendError, DependencyError, EdgeResnetError, InputError,
                               ModelError, ModelSpec)
 
@@ -83,8 +84,9 @@ def ort_session(model: ModelSource, *, threads: int = 0, exact_qdq: bool = False
 class OnnxRuntimeBackend(BackendBase):
     """Runs an exported (or calibrated) edge-resnet ONNX with ONNX Runtime.
 
-    ``threads`` sets intra-op threads (0 lets ONNX Runtime choose). ``spec`` overrides the spec
-    read from the model's metadata, for ONNX files exported elsewhere.
+    ``options`` (:class:`OnnxRuntimeOptions`, or its fields as keywords): ``threads`` sets
+    intra-op threads (0 lets ONNX Runtime choose). ``spec`` overrides the spec read from the
+    model's metadata, for ONNX files exported elsewhere.
 
     ``exact_qdq``: run a QDQ (INT8) graph as written — QuantizeLinear/DequantizeLinear in float
     around float operators — instead of letting ONNX Runtime fuse it into its CPU INT8 kernels.
@@ -92,22 +94,24 @@ class OnnxRuntimeBackend(BackendBase):
     so it measures the quantization itself; ONNX Runtime's x86 INT8 kernels widen products to
     16 bits on CPUs without VNNI and can saturate there, which costs accuracy TensorRT does not
     lose. Slower (graph optimizations are off); graphs without Q/DQ ignore it.
+
+    ``submit`` runs the batch at once (``session.run``) and returns a finished handle:
+    ONNX Runtime's CPU kernels already use every intra-op thread, so a second batch in flight
+    would only compete with the first for the same cores.
     """
 
-    def __init__(self, model_path: ModelSource, threads: int = 0,
-                 providers: Optional[List[str]] = None, spec: Optional[ModelSpec] = None,
-                 exact_qdq: bool = False, **unused: Any) -> None:
-        if unused:
-            raise InputError(f"onnxruntime backend got unknown options: {sorted(unused)}")
+    def __init__(self, model_path: ModelSource, options: Optional[OnnxRuntimeOptions] = None,
+                 spec: Optional[ModelSpec] = None, **settings: Any) -> None:
+        self.options = opts = merge_settings(OnnxRuntimeOptions, options, settings)
         ort = _import_ort()
         in_memory = not isinstance(model_path, (str, Path))
         path = Path(IN_MEMORY) if in_memory else Path(str(model_path))
         if not in_memory and not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        exact = exact_qdq and _has_qdq(model_path)
+        exact = opts.exact_qdq and _has_qdq(model_path)
         try:
-            self._session = ort_session(model_path, threads=threads, exact_qdq=exact,
-                                        providers=providers)
+            self._session = ort_session(model_path, threads=opts.threads, exact_qdq=exact,
+                                        providers=list(opts.providers or ()) or None)
         except EdgeResnetError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -120,6 +124,9 @@ class OnnxRuntimeBackend(BackendBase):
         self._input = inputs[0]
         self._input_shape = list(self._input.shape)
         self._input_label = self._input.name
+        first = self._input_shape[0] if self._input_shape else None
+        if isinstance(first, int) and first > 0:
+            self._batch_profile = BatchProfile(first, first, first, "fixed batch dimension")
         self._output_names = [o.name for o in self._session.get_outputs()]
         if self.spec.output_name not in self._output_names:
             raise ModelError(
@@ -131,12 +138,11 @@ class OnnxRuntimeBackend(BackendBase):
             precision=(meta.get("edge_resnet.precision", "").strip('"')
                        or onnx_precision([self._input.type], _op_types(model_path))),
             device=",".join(self._session.get_providers()),
-            details={"threads": threads, "input_type": self._input.type,
+            details={"threads": opts.threads, "input_type": self._input.type,
                      "onnxruntime": ort.__version__,
                      "qdq_arithmetic": "exact (Q/DQ in float)" if exact else "onnxruntime kernels"})
 
-    def infer(self, batch: np.ndarray) -> InferenceOutput:
-        batch = self.check_batch(batch)
+    def _run(self, batch: np.ndarray) -> InferenceOutput:
         try:
             outputs = self._session.run(self._output_names, {self._input.name: batch})
         except Exception as exc:

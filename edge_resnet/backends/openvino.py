@@ -14,9 +14,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
+from edge_resnet.backends.base import BackendBase, BackendInfo, BatchProfile, InferenceOutput
 from edge_resnet.backends.onnxruntime import onnx_precision
-from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
+from edge_resnet.backends.options import OpenVinoOptions, merge_settings
+from edge_resnet.core import BackendError, DependencyError, ModelError, ModelSpec
 
 __all__ = ["OpenVinoBackend"]
 
@@ -44,23 +45,16 @@ def _onnx_metadata(path: Path) -> "tuple[Dict[str, str], List[str]]":
 class OpenVinoBackend(BackendBase):
     """Runs an edge-resnet ONNX with OpenVINO on ``device`` (CPU by default).
 
-    ``threads`` sets INFERENCE_NUM_THREADS (0 lets OpenVINO choose); ``spec`` overrides the
-    spec read from the model's metadata.
+    ``options`` (:class:`OpenVinoOptions`, or its fields as keywords): ``threads`` sets
+    INFERENCE_NUM_THREADS (0 lets OpenVINO choose); ``spec`` overrides the spec read from the
+    model's metadata. ``submit`` runs the batch at once (the LATENCY hint gives one stream
+    that already uses every inference thread) and returns a finished handle.
     """
 
-    def __init__(self, model_path: "str | Path", threads: int = 0,
-                 spec: Optional[ModelSpec] = None, device: str = "CPU",
-                 hint: str = "LATENCY", inference_precision: str = "f32",
-                 **unused: Any) -> None:
-        if unused:
-            raise InputError(f"openvino backend got unknown options: {sorted(unused)}")
-        if threads < 0:
-            raise InputError(f"threads must be >= 0, got {threads}")
-        if hint not in ("LATENCY", "THROUGHPUT"):
-            raise InputError(f"performance hint must be LATENCY or THROUGHPUT, got {hint!r}")
-        if inference_precision not in ("f32", "bf16", "f16"):
-            raise InputError("inference_precision must be f32, bf16 or f16, got "
-                             f"{inference_precision!r}")
+    def __init__(self, model_path: "str | Path", options: Optional[OpenVinoOptions] = None,
+                 spec: Optional[ModelSpec] = None, **settings: Any) -> None:
+        self.options = opts = merge_settings(OpenVinoOptions, options, settings)
+        threads, device, hint = opts.threads, opts.device, opts.hint
         ov = _import_openvino()
         path = Path(model_path)
         if not path.is_file():
@@ -68,7 +62,7 @@ class OpenVinoBackend(BackendBase):
         meta, ops = _onnx_metadata(path)
         self.spec = spec if spec is not None else ModelSpec.from_metadata(meta)
         config: Dict[str, Any] = {"PERFORMANCE_HINT": hint,
-                                  "INFERENCE_PRECISION_HINT": inference_precision}
+                                  "INFERENCE_PRECISION_HINT": opts.inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -88,6 +82,9 @@ class OpenVinoBackend(BackendBase):
         self._input_shape = [d.get_length() if d.is_static else None
                              for d in port.get_partial_shape()]
         self._input_label = port.get_any_name()
+        first = self._input_shape[0] if self._input_shape else None
+        if isinstance(first, int):
+            self._batch_profile = BatchProfile(first, first, first, "fixed batch dimension")
         self._request = self._compiled.create_infer_request()
         precision = meta.get("edge_resnet.precision", "").strip('"') or onnx_precision(
             [in_type.replace("f16", "float16")], ops)
@@ -106,8 +103,7 @@ class OpenVinoBackend(BackendBase):
                 names[name] = i
         return names
 
-    def infer(self, batch: np.ndarray) -> InferenceOutput:
-        batch = self.check_batch(batch)
+    def _run(self, batch: np.ndarray) -> InferenceOutput:
         try:
             # zero-copy in and out; outputs are copied below before the next infer reuses them
             result = self._request.infer({0: batch}, share_inputs=True,

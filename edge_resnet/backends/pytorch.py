@@ -18,13 +18,12 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from edge_resnet.backends.base import BackendBase, BackendInfo, InferenceOutput
+from edge_resnet.backends.base import (MAX_IN_FLIGHT, BackendBase, BackendInfo, Handle,
+                                       InferenceOutput)
+from edge_resnet.backends.options import PyTorchOptions, merge_settings
 from edge_resnet.core import BackendError, DependencyError, InputError, ModelError, ModelSpec
 
 __all__ = ["PyTorchBackend"]
-
-_PRECISIONS = ("fp32", "fp16")
-
 
 def _import_torch() -> Any:
     try:
@@ -70,25 +69,29 @@ class _Ticket:
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         self.host: Any = None
 
+    def query(self) -> bool:
+        """True once the logits are back in host memory (``wait`` will not block)."""
+        return bool(self.events[3].query())
+
 
 class PyTorchBackend(BackendBase):
     """Runs an edge-resnet checkpoint (``export``/``finetune`` output) with PyTorch.
 
-    ``device``: ``auto`` (CUDA when PyTorch sees a GPU), ``cuda``, ``cuda:N`` or ``cpu``.
-    ``precision``: ``fp32`` or ``fp16`` (CUDA only; refused on CPU rather than silently run in
-    FP32). ``cuda_graphs`` / ``channels_last`` apply on CUDA. ``threads`` sets CPU threads.
+    ``options`` (:class:`PyTorchOptions`, or its fields as keywords): ``device``: ``auto``
+    (CUDA when PyTorch sees a GPU), ``cuda``, ``cuda:N`` or ``cpu``. ``precision``: ``fp32`` or
+    ``fp16`` (CUDA only; refused on CPU rather than silently run in FP32). ``cuda_graphs`` /
+    ``channels_last`` apply on CUDA. ``threads`` sets CPU threads.
+
+    On CUDA, :meth:`input_buffer` is pinned host memory, :meth:`submit` enqueues the copy in,
+    the network (a CUDA graph) and the copy back on the backend's stream and returns at once;
+    the batch's memory must stay untouched until :meth:`wait`. On CPU ``submit`` runs the batch.
     """
 
-    def __init__(self, model_path: "str | Path", device: str = "auto", precision: str = "fp32",
-                 channels_last: bool = True, cuda_graphs: bool = True, max_graphs: int = 8,
-                 threads: int = 0, spec: Optional[ModelSpec] = None, trust_pickle: bool = False,
-                 **unused: Any) -> None:
-        if unused:
-            raise InputError(f"pytorch backend got unknown options: {sorted(unused)}")
-        if precision not in _PRECISIONS:
-            raise InputError(f"pytorch precision must be fp32 or fp16, got {precision!r}")
-        if threads < 0:
-            raise InputError(f"threads must be >= 0, got {threads}")
+    def __init__(self, model_path: "str | Path", options: Optional[PyTorchOptions] = None,
+                 spec: Optional[ModelSpec] = None, **settings: Any) -> None:
+        self.options = opts = merge_settings(PyTorchOptions, options, settings)
+        device, precision, threads = opts.device, opts.precision, opts.threads
+        channels_last, cuda_graphs = opts.channels_last, opts.cuda_graphs
         path = Path(model_path)
         if path.suffix.lower() == ".onnx":
             raise ModelError(f"{path}: the pytorch backend runs checkpoints (.pt from `export` "
@@ -103,7 +106,7 @@ class PyTorchBackend(BackendBase):
             torch.set_num_threads(threads)
         from edge_resnet.export.models import load_model  # torch-side module, loaded lazily
 
-        loaded = load_model(str(path), trust_pickle=trust_pickle)
+        loaded = load_model(str(path), trust_pickle=opts.trust_pickle)
         self.spec = spec if spec is not None else loaded.spec
         if self.spec.fused_preprocessing or self.spec.layout != "NCHW":
             raise ModelError("the pytorch backend runs the plain network: float NCHW input")
@@ -119,10 +122,10 @@ class PyTorchBackend(BackendBase):
             model = model.to(memory_format=torch.channels_last)
         self._model: Any = model
         self._use_graphs = cuda_graphs and self.device.type == "cuda"
-        self._max_graphs = max_graphs
+        self._max_graphs = opts.max_graphs
         self._graphs: Dict[Tuple[int, int], _Graph] = {}
-        self._next_slot = 0
         self._in_flight: Set[int] = set()
+        self._pinned: List[Any] = []  # pinned tensors behind input_buffer arrays
         self._tickets: Dict[int, _Ticket] = {}
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._gpu_pre: Any = None
@@ -177,37 +180,109 @@ class PyTorchBackend(BackendBase):
             self._graphs[(n, slot)] = graph
         return graph
 
+    # lifecycle and buffers -----------------------------------------------------------------
+    def _activate(self) -> None:
+        """PyTorch's current CUDA device is per thread: make ours current in this one."""
+        if self.device.type == "cuda":
+            self._torch.cuda.set_device(self.device)
+
+    def _deactivate(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+
+    def _new_host_buffer(self, shape: Sequence[int], dtype: "np.dtype[Any]") -> np.ndarray:
+        """Pinned on CUDA (the copy to the GPU is then asynchronous), plain numpy on CPU."""
+        if self.device.type != "cuda":
+            return super()._new_host_buffer(shape, dtype)
+        torch = self._torch
+        tensor = torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(
+            tuple(shape), pin_memory=True)
+        self._pinned.append(tensor)
+        array: np.ndarray = tensor.numpy()
+        return array
+
     # inference ---------------------------------------------------------------------------
     def _forward(self, x: Any) -> Any:
         if self._channels_last:
             x = x.contiguous(memory_format=self._torch.channels_last)
         return self._model(x)
 
-    def infer(self, batch: np.ndarray) -> InferenceOutput:
-        batch = self.check_batch(batch)
+    def _run(self, batch: np.ndarray) -> InferenceOutput:
         torch = self._torch
         try:
             with torch.inference_mode():
                 if self.device.type == "cpu":
                     logits = self._forward(torch.from_numpy(batch))
                     return InferenceOutput(logits=logits.float().numpy())
-                with torch.cuda.stream(self._stream):
-                    graph = self._graph(batch.shape[0], 0)
-                    if graph is not None and 0 in self._in_flight:
-                        graph = None  # that graph's batch is still in flight: run eagerly
-                    if graph is None:
-                        x = torch.from_numpy(batch).to(self.device, non_blocking=False)
-                        return self._finish(self._forward(x.to(self._dtype)))
-                    graph.host.numpy()[...] = batch
-                    graph.input.copy_(graph.host, non_blocking=True)
-                    graph.graph.replay()
-                    return self._finish(graph.output)
+                if len(self._in_flight) < MAX_IN_FLIGHT:
+                    return self._wait(self._submit(batch))
+                with torch.cuda.stream(self._stream):  # both graphs busy: run eagerly
+                    x = torch.from_numpy(batch).to(self.device, non_blocking=False)
+                    out = self._forward(x.to(self._dtype)).float().cpu()  # waits: final
+                return InferenceOutput(logits=out.numpy())
         except RuntimeError as exc:
             raise self._error(exc) from exc
 
-    def _finish(self, logits: Any) -> InferenceOutput:
-        out = logits.float().cpu()  # waits for the stream: the result is final
-        return InferenceOutput(logits=out.numpy())
+    def _take_slot(self, n: int) -> "_Ticket":
+        """A free in-flight slot (0 or 1) and its reusable ticket."""
+        free = [s for s in range(MAX_IN_FLIGHT) if s not in self._in_flight]
+        if not free:
+            raise BackendError(f"{MAX_IN_FLIGHT} batches are already in flight; wait() for "
+                               "one first")
+        slot = free[0]
+        ticket = self._tickets.get(slot) or self._tickets.setdefault(
+            slot, _Ticket(self._torch, slot))  # one per slot, reused
+        ticket.n = n
+        self._in_flight.add(slot)
+        return ticket
+
+    def _submit(self, batch: np.ndarray) -> Handle:
+        """CUDA: copy in (asynchronous from :meth:`input_buffer` memory), run, copy back."""
+        if self.device.type != "cuda":
+            return super()._submit(batch)
+        torch = self._torch
+        ticket = self._take_slot(len(batch))
+        try:
+            with torch.inference_mode(), torch.cuda.stream(self._stream):
+                graph = self._graph(len(batch), ticket.slot)
+                target = graph.input if graph is not None else torch.empty(
+                    tuple(batch.shape), dtype=self._dtype, device=self.device)
+                ticket.events[0].record(self._stream)
+                target.copy_(torch.from_numpy(batch), non_blocking=True)
+                ticket.events[1].record(self._stream)
+                self._launch(graph, target, ticket)
+        except RuntimeError as exc:
+            self._in_flight.discard(ticket.slot)
+            raise self._error(exc) from exc
+        except BaseException:
+            self._in_flight.discard(ticket.slot)
+            raise
+        return Handle(self, len(batch), ticket=ticket)
+
+    def _launch(self, graph: Optional[_Graph], target: Any, ticket: "_Ticket") -> None:
+        """Enqueue the network on ``target`` and the logits' copy into pinned memory."""
+        torch = self._torch
+        logits = graph.output if graph is not None else self._forward(target)
+        if graph is not None:
+            graph.graph.replay()
+        ticket.events[2].record(self._stream)
+        host = graph.host_out if graph is not None else torch.empty(
+            tuple(logits.shape), dtype=torch.float32, pin_memory=True)
+        host.copy_(logits, non_blocking=True)
+        ticket.host = host
+        ticket.events[3].record(self._stream)
+
+    def _wait(self, handle: Handle) -> InferenceOutput:
+        """Block until the batch is back; GPU-timed ``preprocess`` (the copy in, or the GPU
+        preprocessing) and ``infer`` milliseconds go to ``last_timings``."""
+        ticket: _Ticket = handle.ticket
+        try:
+            ticket.events[3].synchronize()
+        finally:
+            self._in_flight.discard(ticket.slot)
+        self.last_timings = {"preprocess": ticket.events[0].elapsed_time(ticket.events[1]),
+                             "infer": ticket.events[1].elapsed_time(ticket.events[2])}
+        return InferenceOutput(logits=ticket.host.numpy().copy())
 
     def _error(self, exc: RuntimeError) -> BackendError:
         text = str(exc)
@@ -219,7 +294,7 @@ class PyTorchBackend(BackendBase):
     # GPU preprocessing -------------------------------------------------------------------
     @property
     def gpu_frames(self) -> bool:
-        """True when :meth:`infer_frames` can preprocess on the GPU (CUDA + cuda-python)."""
+        """True when :meth:`submit_frames` can preprocess on the GPU (CUDA + cuda-python)."""
         if self._gpu_frames is None:
             from edge_resnet.cuda import cuda_available
             self._gpu_frames = self.device.type == "cuda" and cuda_available()
@@ -230,51 +305,39 @@ class PyTorchBackend(BackendBase):
         copy the pixels the model needs into pinned memory. Pass the result to submit_frames."""
         return self._preprocessor().stage(frame)
 
-    def submit_frames(self, frames: Sequence[Any], color_order: str = "BGR") -> "_Ticket":
+    def submit_frames(self, frames: Sequence[Any], color_order: str = "BGR") -> Handle:
         """Enqueue GPU preprocessing of uint8 HxWx3 frames (or :meth:`stage_frame` results)
         straight into the network's input, the network and the logits' copy back; return at
-        once. Two batches can be in flight: submit the next one, then :meth:`wait` this one."""
-        torch = self._torch
+        once. It counts towards the two batches in flight, like :meth:`submit`; pass the
+        handle to :meth:`wait`."""
+        self._check_open()
+        if len(self._handles()) >= MAX_IN_FLIGHT:
+            raise BackendError(f"{MAX_IN_FLIGHT} batches are already in flight; wait() for "
+                               "one first")
         pre = self._preprocessor()
-        n = len(frames)
-        slot = self._next_slot
-        if slot in self._in_flight:
-            raise BackendError("two batches are already in flight; wait() for one first")
-        self._next_slot ^= 1
-        with torch.inference_mode(), torch.cuda.stream(self._stream):
-            graph = self._graph(n, slot)
-            target = graph.input if graph is not None else torch.empty(
-                (n, 3, self.spec.resolution, self.spec.resolution), dtype=self._dtype,
-                device=self.device)
-            ticket = self._tickets.get(slot) or self._tickets.setdefault(
-                slot, _Ticket(torch, slot))  # one per slot, reused
-            ticket.n = n
-            ticket.events[0].record(self._stream)
-            pre.run(frames, int(target.data_ptr()), color_order)
-            ticket.events[1].record(self._stream)
-            try:
-                logits = graph.output if graph is not None else self._forward(target)
-                if graph is not None:
-                    graph.graph.replay()
-            except RuntimeError as exc:
-                raise self._error(exc) from exc
-            ticket.events[2].record(self._stream)
-            host = graph.host_out if graph is not None else torch.empty(
-                tuple(logits.shape), dtype=torch.float32, pin_memory=True)
-            host.copy_(logits, non_blocking=True)
-            ticket.host = host
-            ticket.events[3].record(self._stream)
-        self._in_flight.add(slot)
-        return ticket
-
-    def wait(self, ticket: "_Ticket") -> InferenceOutput:
-        """Block until ``ticket``'s batch is done; its logits (and GPU-timed ``preprocess`` /
-        ``infer`` milliseconds in ``last_timings``)."""
-        ticket.events[3].synchronize()
-        self._in_flight.discard(ticket.slot)
-        self.last_timings = {"preprocess": ticket.events[0].elapsed_time(ticket.events[1]),
-                             "infer": ticket.events[1].elapsed_time(ticket.events[2])}
-        return InferenceOutput(logits=ticket.host.numpy().copy())
+        self.activate()
+        self.check_batch_size(len(frames))
+        torch = self._torch
+        ticket = self._take_slot(len(frames))
+        try:
+            with torch.inference_mode(), torch.cuda.stream(self._stream):
+                graph = self._graph(len(frames), ticket.slot)
+                target = graph.input if graph is not None else torch.empty(
+                    (len(frames), 3, self.spec.resolution, self.spec.resolution),
+                    dtype=self._dtype, device=self.device)
+                ticket.events[0].record(self._stream)
+                pre.run(frames, int(target.data_ptr()), color_order)
+                ticket.events[1].record(self._stream)
+                self._launch(graph, target, ticket)
+        except RuntimeError as exc:
+            self._in_flight.discard(ticket.slot)
+            raise self._error(exc) from exc
+        except BaseException:
+            self._in_flight.discard(ticket.slot)
+            raise
+        handle = Handle(self, len(frames), ticket=ticket)
+        self._handles().append(handle)
+        return handle
 
     def infer_frames(self, frames: Sequence[Any], color_order: str = "BGR") -> InferenceOutput:
         """:meth:`submit_frames` + :meth:`wait`: one batch, synchronously."""
@@ -308,4 +371,5 @@ class PyTorchBackend(BackendBase):
             self._gpu_pre.close()
             self._gpu_pre = None
         self._graphs.clear()
+        self._pinned.clear()
         self._model = None

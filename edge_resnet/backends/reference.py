@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
 
-from edge_resnet.core import InputError, ModelError
+from edge_resnet.backends.options import BACKEND_ONLY, BackendOptions, OptionsLike, typed_options
+from edge_resnet.core import InputError, ModelError, ModelSpec
 
 if TYPE_CHECKING:
     from edge_resnet.backends.base import Backend
@@ -38,19 +39,29 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 # x86 INT8 dot-product instructions OpenVINO's CPU plugin uses for INT8 (/proc/cpuinfo names).
 X86_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-# Options that mean something to one backend only: other backends never receive them.
-_BACKEND_ONLY_OPTIONS = {"exact_qdq": "onnxruntime"}
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 
 
 @dataclass(frozen=True)
 class ModelRef:
     """A model file, the backend to run it with (``auto``: :func:`choose_backend` decides) and
-    that backend's options (``threads``, ``exact_qdq``, ``device``, ...)."""
+    that backend's options: its typed options (``OnnxRuntimeOptions(threads=2)``), or generic
+    settings from a command line (``{"threads": 2, "exact_qdq": True}``) that become the chosen
+    backend's options when it is opened. Typed options of another backend are refused here."""
 
     path: str
     backend: str = AUTO
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: OptionsLike = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        opts = self.options
+        if isinstance(opts, BackendOptions) and self.backend != AUTO \
+                and opts.backend and opts.backend != self.backend:
+            raise InputError(f"{self.backend}:{self.path}: {type(opts).__name__} are options of "
+                             f"the {opts.backend} backend; give options of {self.backend}")
+        if opts is not None and not isinstance(opts, (BackendOptions, Mapping)):
+            raise InputError(f"ModelRef options must be a backend's options (e.g. "
+                             f"OnnxRuntimeOptions) or a mapping, got {type(opts).__name__}")
 
     def __str__(self) -> str:
         return self.path if self.backend == AUTO else f"{self.backend}:{self.path}"
@@ -63,13 +74,13 @@ def _known_backends() -> Tuple[str, ...]:
 
 
 def parse_model_ref(text: "str | Path", default_backend: str = AUTO,
-                    options: Optional[Mapping[str, Any]] = None) -> ModelRef:
+                    options: OptionsLike = None) -> ModelRef:
     """``tensorrt:model.engine`` -> ModelRef(model.engine, tensorrt); a plain path gets
     ``default_backend``. A prefix that is no backend name is refused, listing the known ones
     (a file whose name really contains ``name:`` is taken as a path when it exists)."""
     known = _known_backends()
     _check_backend(default_backend, known, "--backend")
-    opts = dict(options or {})
+    opts: OptionsLike = options if isinstance(options, BackendOptions) else dict(options or {})
     if isinstance(text, Path):
         return ModelRef(str(text), default_backend, opts)
     match = _PREFIX.match(text)
@@ -88,10 +99,10 @@ def _check_backend(name: str, known: Tuple[str, ...], where: str) -> None:
 
 
 def options_for(backend: str, options: Mapping[str, Any]) -> Dict[str, Any]:
-    """``options`` without the ones that belong to another backend (``exact_qdq`` goes to
-    ONNX Runtime models only)."""
-    return {k: v for k, v in options.items()
-            if _BACKEND_ONLY_OPTIONS.get(k, backend) == backend}
+    """Generic ``options`` without the ones that belong to another backend (``exact_qdq``
+    goes to ONNX Runtime models only); :func:`~edge_resnet.backends.options.typed_options`
+    makes the typed options from them."""
+    return {k: v for k, v in options.items() if BACKEND_ONLY.get(k, backend) == backend}
 
 
 def read_cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> FrozenSet[str]:
@@ -158,18 +169,26 @@ def resolve_backend(ref: ModelRef) -> Tuple[str, str]:
     """(backend, reason) for a reference: its own backend, or the auto choice on this machine."""
     if ref.backend != AUTO:
         return ref.backend, f"asked for ({ref.backend})"
-    return choose_backend(ref.path, read_cpu_flags(), installed_runtimes(),
-                          exact_qdq=bool(ref.options.get("exact_qdq")))
+    opts = ref.options
+    exact = getattr(opts, "exact_qdq", False) if isinstance(opts, BackendOptions) else \
+        bool((opts or {}).get("exact_qdq"))
+    return choose_backend(ref.path, read_cpu_flags(), installed_runtimes(), exact_qdq=exact)
 
 
-def open_model(ref: ModelRef) -> "Backend":
-    """Load ``ref`` with its backend (``auto`` resolved here); the backend and the reason are
-    logged and kept in ``info.details["backend_choice"]`` for reports and bench tables."""
+def open_model(ref: ModelRef, spec: Optional[ModelSpec] = None) -> "Backend":
+    """Load ``ref`` with its backend (``auto`` resolved here) and its options typed for that
+    backend; the backend and the reason are logged and kept in
+    ``info.details["backend_choice"]`` for reports and bench tables. ``spec`` overrides the
+    model's own metadata."""
     from edge_resnet.backends.base import load_backend
 
     name, reason = resolve_backend(ref)
     if ref.backend == AUTO:
         log.info("%s: backend %s (auto: %s)", ref.path, name, reason)
-    backend = load_backend(name, ref.path, **options_for(name, ref.options))
+    if isinstance(ref.options, BackendOptions) and ref.options.backend not in ("", name):
+        raise InputError(f"{ref.path}: auto chose the {name} backend ({reason}) but the "
+                         f"options are {type(ref.options).__name__}; name the backend "
+                         f"({ref.options.backend}:{ref.path}) or give generic settings")
+    backend = load_backend(name, ref.path, typed_options(name, ref.options), spec=spec)
     backend.info.details["backend_choice"] = reason
     return backend

@@ -82,7 +82,7 @@ def load_golden(path: "str | Path") -> GoldenSet:
 def run_golden(model_path: "str | Path", golden: GoldenSet, backend: str = "onnxruntime",
                **options: Any) -> Tuple[np.ndarray, List[float]]:
     """Logits of ``model_path`` on each golden image (batch 1) and per-image latencies in ms."""
-    with load_backend(backend, model_path, **options) as model:
+    with load_backend(backend, model_path, options or None) as model:  # settings, typed there
         batches = [preprocess_batch([img], model.spec) for img in golden.images]
         model.infer(batches[0])  # warm-up: first-run allocations are not the steady latency
         logits, times = [], []

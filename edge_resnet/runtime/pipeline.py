@@ -2,8 +2,11 @@
 
 Each stage runs in its own thread joined by bounded queues, so decoding and preprocessing of
 frame n+1 overlap inference of frame n while memory stays flat (at most a few frames in flight).
-Batches form from what is ready: up to ``max_batch`` frames, waiting at most ``max_wait_ms`` for
-more. A stop request (SIGINT/SIGTERM in the CLI) stops capture and drains every frame already
+Batches form in the preprocessing thread from what is ready: up to ``max_batch`` frames, waiting
+at most ``max_wait_ms`` for more, each frame preprocessed straight into a backend
+``input_buffer`` slot (pinned memory on GPU backends; no per-batch stack or copy). The inference
+thread activates the backend (CUDA contexts are thread-bound), keeps up to two batches in flight
+with ``submit``/``wait`` and hands each buffer slot back once its batch is done. A stop request (SIGINT/SIGTERM in the CLI) stops capture and drains every frame already
 captured through the outputs, so counts add up: processed + dropped = captured.
 Device side: Python 3.8, no torch.
 """
@@ -14,13 +17,14 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edge_resnet.backends.base import Backend, InferenceOutput
-from edge_resnet.core import InputError, ModelError
+from edge_resnet.backends.base import MAX_IN_FLIGHT, Backend, Handle, InferenceOutput
+from edge_resnet.core import EdgeResnetError, InputError, ModelError
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.capture import (Backoff, CaptureThread, Frame, FrameChannel,
                                          lower_thread_priority)
@@ -37,6 +41,20 @@ log = logging.getLogger(__name__)
 
 _END = object()
 _EMPTY = np.zeros((0, 0, 3), dtype=np.uint8)
+# input-buffer slots: two batches in flight, one queued, one being filled
+_SLOTS = MAX_IN_FLIGHT + 2
+
+
+class _Batch:
+    """Frames on their way to inference: preprocessed into ``buffer`` (input-buffer ``slot``),
+    or staged for GPU preprocessing (``staged``)."""
+
+    __slots__ = ("frames", "slot", "buffer", "staged", "deadline")
+
+    def __init__(self, slot: Optional[int], buffer: np.ndarray, deadline: float) -> None:
+        self.frames: List[Frame] = []
+        self.slot, self.buffer, self.deadline = slot, buffer, deadline
+        self.staged: List[Any] = []
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,8 @@ class Pipeline:
                                   self.config.threshold)
         self._keep_frames = any(o.needs_frame for o in outputs)
         self._gpu_pre = _use_gpu_preprocessing(backend, self.config.preprocess)
+        _check_batch_profile(backend, self.config.max_batch)
+        self._free_slots: "queue.Queue[int]" = queue.Queue()
         self._q_pre: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
         self._q_post: "queue.Queue[Any]" = queue.Queue(self.config.queue_size)
         self._failed = threading.Event()
@@ -195,102 +215,120 @@ class Pipeline:
                     raise _Aborted()
 
     def _preprocess_loop(self, channel: FrameChannel) -> None:
+        """Form batches from the frames that are ready, preprocessing each into its row."""
         lower_thread_priority(self.config.io_niceness)
+        batch: Optional[_Batch] = None
         while not self._failed.is_set():
-            frame = channel.get(timeout=0.1)
+            wait_s = 0.1 if batch is None else batch.deadline - time.perf_counter()
+            frame = channel.get(timeout=max(0.0, wait_s))
             if frame is None:
-                if channel.finished:
+                if batch is not None and (wait_s <= 0 or channel.finished):
+                    self._put(self._q_pre, batch)
+                    batch = None
+                elif channel.finished:
                     break
                 continue
-            t0 = time.perf_counter()
-            self.metrics.observe("queue", (t0 - frame.t_capture) * 1000.0)
-            if self._gpu_pre:  # stage the pixels here; the inference thread runs the GPU part
-                staged = self.backend.stage_frame(frame.image)  # type: ignore[attr-defined]
-                self.metrics.observe("stage", (time.perf_counter() - t0) * 1000.0)
-                if not self._keep_frames:
-                    frame.image = _EMPTY
-                self._put(self._q_pre, (frame, staged))
-                continue
-            tensor = preprocess_batch([frame.image], self.spec, color_order="BGR")[0]
-            self.metrics.observe("preprocess", (time.perf_counter() - t0) * 1000.0)
-            if not self._keep_frames:
-                frame.image = _EMPTY
-            self._put(self._q_pre, (frame, tensor))
+            if batch is None:
+                batch = self._new_batch()
+            self._add_frame(batch, frame)
+            if len(batch.frames) >= self.config.max_batch:
+                self._put(self._q_pre, batch)
+                batch = None
         self._put(self._q_pre, _END)
 
-    def _next_batch(self) -> Tuple[List[Frame], List[np.ndarray], bool]:
-        frames: List[Frame] = []
-        tensors: List[np.ndarray] = []
-        item = self._q_pre.get()
-        if item is _END:
-            return frames, tensors, True
-        frames.append(item[0])
-        tensors.append(item[1])
+    def _new_batch(self) -> _Batch:
         deadline = time.perf_counter() + self.config.max_wait_ms / 1000.0
-        while len(frames) < self.config.max_batch:
-            remaining = deadline - time.perf_counter()
+        if self._gpu_pre:
+            return _Batch(None, _EMPTY, deadline)
+        while True:  # a free input buffer: its previous batch is done
             try:
-                item = self._q_pre.get(timeout=remaining) if remaining > 0 else \
-                    self._q_pre.get_nowait()
+                slot = self._free_slots.get(timeout=0.1)
             except queue.Empty:
-                break
-            if item is _END:
-                return frames, tensors, True
-            frames.append(item[0])
-            tensors.append(item[1])
-        return frames, tensors, False
+                if self._failed.is_set():
+                    raise _Aborted()
+                continue
+            buffer = self.backend.input_buffer(self.config.max_batch, slot)
+            return _Batch(slot, buffer, deadline)
+
+    def _add_frame(self, batch: _Batch, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        self.metrics.observe("queue", (t0 - frame.t_capture) * 1000.0)
+        if self._gpu_pre:  # stage the pixels here; the inference thread runs the GPU part
+            batch.staged.append(self.backend.stage_frame(frame.image))  # type: ignore[attr-defined]
+            self.metrics.observe("stage", (time.perf_counter() - t0) * 1000.0)
+        else:
+            row = len(batch.frames)
+            preprocess_batch([frame.image], self.spec, color_order="BGR",
+                             out=batch.buffer[row:row + 1])
+            self.metrics.observe("preprocess", (time.perf_counter() - t0) * 1000.0)
+        if not self._keep_frames:
+            frame.image = _EMPTY
+        batch.frames.append(frame)
 
     def _infer_loop(self) -> None:
-        if self._gpu_pre:
-            self._gpu_infer_loop()
-            return
-        ended = False
-        while not ended:
-            frames, tensors, ended = self._next_batch()
-            if not frames:
-                break
-            t0 = time.perf_counter()
-            output = self.backend.infer(np.stack(tensors))
-            self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
-            self.metrics.count("batches")
-            self._put(self._q_post, (frames, output))
+        """Activate the backend in this thread, run every batch, deactivate it again (when the
+        pipeline activated it: a backend is left as the pipeline found it)."""
+        backend = self.backend
+        was_active = backend.active
+        backend.activate()
+        failed = False
+        try:
+            if not self._gpu_pre:  # buffers made here, where the backend is active
+                for slot in range(_SLOTS):
+                    backend.input_buffer(self.config.max_batch, slot)
+                    self._free_slots.put(slot)
+            self._run_batches()
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if not was_active:
+                try:
+                    backend.deactivate()
+                except EdgeResnetError as exc:
+                    if not failed:
+                        raise
+                    log.warning("deactivating the backend after a failure: %s", exc)
         self._put(self._q_post, _END)
 
-    def _gpu_infer_loop(self) -> None:
-        """GPU preprocessing + inference with two batches in flight: batch n+1 is copied,
-        preprocessed and launched while the GPU still runs batch n. A batch is waited for as
-        soon as no newer frame is queued, so a source slower than the GPU gets no extra latency.
-        ``infer`` is then submit-to-result time; the GPU-timed preprocessing (H2D + kernels)
-        goes to ``preprocess``, the network to ``gpu_infer``, the CPU copy into pinned memory
-        (preprocess thread) to ``stage``."""
-        backend: Any = self.backend
-        pending: Optional[Tuple[List[Frame], Any, float]] = None
-        ended = False
+    def _run_batches(self) -> None:
+        """Up to two batches in flight: batch n+1 is submitted before batch n is waited for,
+        unless n is already done (CPU backends finish inside ``submit``), and a batch is
+        waited for as soon as no newer one is queued, so a source slower than the backend gets
+        no extra latency. ``infer`` is submit-to-result time; GPU backends' own timings go to
+        ``preprocess`` (GPU preprocessing) and ``gpu_infer``."""
+        pending: Deque[Tuple[_Batch, Handle, float]] = deque()
         while True:
-            if pending is not None and (ended or self._q_pre.empty()):
-                self._finish_gpu_batch(*pending)
-                pending = None
-            if ended:
+            if pending and self._q_pre.empty():
+                while pending:
+                    self._finish_batch(*pending.popleft())
+            item = self._q_pre.get()
+            if item is _END:
                 break
-            frames, staged, ended = self._next_batch()
-            if not frames:
-                continue
             t0 = time.perf_counter()
-            ticket = backend.submit_frames(staged, color_order="BGR")
-            if pending is not None:
-                self._finish_gpu_batch(*pending)
-            pending = (frames, ticket, t0)
-        self._put(self._q_post, _END)
+            if self._gpu_pre:
+                handle = self.backend.submit_frames(  # type: ignore[attr-defined]
+                    item.staged, color_order="BGR")
+            else:
+                handle = self.backend.submit(item.buffer[:len(item.frames)])
+            pending.append((item, handle, t0))
+            while pending and (len(pending) >= MAX_IN_FLIGHT or pending[-1][1].done):
+                self._finish_batch(*pending.popleft())
+        while pending:
+            self._finish_batch(*pending.popleft())
 
-    def _finish_gpu_batch(self, frames: List[Frame], ticket: Any, t0: float) -> None:
-        output = self.backend.wait(ticket)  # type: ignore[attr-defined]
+    def _finish_batch(self, batch: _Batch, handle: Handle, t0: float) -> None:
+        output = self.backend.wait(handle)
         self.metrics.observe("infer", (time.perf_counter() - t0) * 1000.0)
+        if batch.slot is not None:
+            self._free_slots.put(batch.slot)  # its buffer may be refilled now
         timings = getattr(self.backend, "last_timings", {})
-        for stage, name in (("preprocess", "preprocess"), ("infer", "gpu_infer")):
-            if stage in timings:
-                self.metrics.observe(name, timings[stage])
+        if self._gpu_pre and "preprocess" in timings:
+            self.metrics.observe("preprocess", timings["preprocess"])
+        if "infer" in timings:
+            self.metrics.observe("gpu_infer", timings["infer"])
         self.metrics.count("batches")
-        self._put(self._q_post, (frames, output))
+        self._put(self._q_post, (batch.frames, output))
 
     def _output_loop(self) -> None:
         threshold = match_threshold(self.config.match_threshold, self.gallery) \
@@ -349,6 +387,22 @@ def _use_gpu_preprocessing(backend: Backend, mode: str) -> bool:
                          "(e.g. --backend pytorch --device cuda, with cuda-python installed); "
                          "use --preprocess cpu")
     return capable and mode != "cpu"
+
+
+def _check_batch_profile(backend: Backend, max_batch: int) -> None:
+    """The pipeline sends batches of 1 to ``max_batch`` frames: refuse a model whose
+    optimization profile cannot take them now, not at the first full batch."""
+    profile = getattr(backend, "batch_profile", None)
+    if profile is None:
+        return
+    if max_batch > profile.max:
+        raise InputError(f"--batch {max_batch} exceeds what the model takes ({profile.name}: "
+                         f"{profile.min}..{profile.max}); use --batch {profile.max} or a model "
+                         f"built for larger batches")
+    if profile.min > 1:
+        raise InputError(f"the model takes batches of {profile.min}..{profile.max} "
+                         f"({profile.name}) but the pipeline also sends smaller ones (a quiet "
+                         "source, the end of a file); rebuild it with --batch 1:OPT:MAX")
 
 
 class _Aborted(Exception):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from edge_resnet.backends.base import Backend, load_backend
+from edge_resnet.backends.options import BackendOptions
 from edge_resnet.core import InputError
 from edge_resnet.io_utils import atomic_write_json
 from edge_resnet.runtime.events import EventLog, ModelInfo
@@ -38,13 +39,14 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
                    source_options: Optional[SourceOptions] = None,
                    config: Optional[PipelineConfig] = None,
                    gallery: "str | Path | None" = None,
-                   backend_options: Optional[Dict[str, Any]] = None,
+                   backend_options: "BackendOptions | Dict[str, Any] | None" = None,
                    gallery_cert: "str | Path | None" = None,
                    camera_id: Optional[str] = None, model_name: Optional[str] = None,
                    model_version: Optional[str] = None) -> Pipeline:
     """Load the backend, parse the source and output URIs, and wire a :class:`Pipeline`.
 
-    ``backend_options`` go to the backend besides ``threads`` (e.g. pytorch's ``device``).
+    ``backend_options``: the backend's typed options (``OnnxRuntimeOptions(...)``, used as
+    they are), or settings that join ``threads`` (e.g. pytorch's ``device``).
     ``gallery_cert`` (a fleet certificate) makes a gallery without a valid signature refused.
     ``camera_id``, ``model_name`` and ``model_version`` go into every event and the metrics
     (the model's name defaults to its file name, its version to none).
@@ -52,7 +54,9 @@ def build_pipeline(model: "str | Path", source: str, outputs: Sequence[str] = ("
     """
     src = create_source(source, source_options)
     _check_model_path(model)
-    engine: Backend = load_backend(backend, model, threads=threads, **(backend_options or {}))
+    settings = backend_options if isinstance(backend_options, BackendOptions) else \
+        {"threads": threads, **(backend_options or {})}
+    engine: Backend = load_backend(backend, model, settings)
     outs: List[Output] = []
     try:
         gal = load_gallery_for(gallery, engine.spec, gallery_cert) \

@@ -103,7 +103,7 @@ def pipeline_fps(backend: Backend, video: str) -> float:
 def _bench_one(model: str, backend_name: str, opts: BenchOptions) -> BenchRow:
     row = BenchRow(model=model, backend=backend_name,
                    size_mb=Path(model).stat().st_size / 1e6, batch=opts.batch)
-    with load_backend(backend_name, model, threads=opts.threads) as backend:
+    with load_backend(backend_name, model, {"threads": opts.threads}) as backend:
         row.precision = backend.info.precision
         row.backend = backend.info.name  # what ``auto`` chose
         row.backend_reason = str(backend.info.details.get("backend_choice", ""))
