@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edge_resnet.backends.base import Backend
+from edge_resnet.backends.options import BackendOptions
 from edge_resnet.backends.reference import AUTO, ModelRef, open_model, parse_model_ref
 from edge_resnet.core import DataError, InputError, ModelError, ModelSpec
 from edge_resnet.evaluation.gates import apply_gates, check_gates
@@ -193,7 +194,9 @@ def _open(model: ModelLike, backend: str, options: Mapping[str, Any],
     a plain path gets ``backend``) and closed again with ``stack``."""
     if isinstance(model, (str, Path, ModelRef)):
         if isinstance(model, ModelRef):
-            ref = ModelRef(model.path, model.backend, {**options, **model.options})
+            own = model.options  # typed options are the model's own; settings merge
+            ref = ModelRef(model.path, model.backend, own if isinstance(own, BackendOptions)
+                           else {**options, **(own or {})})
         else:
             ref = parse_model_ref(model, backend, options)
         opened = open_model(ref)
@@ -235,7 +238,7 @@ def _validate(batch_size: int, num_images: Optional[int], max_drop: Optional[flo
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if num_images is not None and num_images < 1:
-        raise InputError(f"num_images must be >= 1 (or None for all), got {num_images}")
+        raise InputError(f"num_images must be positive (or None for all), got {num_images}")
     if max_drop is not None and not max_drop >= 0:
         raise InputError(f"max_drop must be >= 0 percentage points, got {max_drop}")
     if threads < 0:
