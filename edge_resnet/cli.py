@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from edge_resnet import __version__
+from edge_resnet.cli_args import in_flag_terms, mark_commands
 from edge_resnet.core import EdgeResnetError, GateError
 
 # Modules that define ``register(subparsers)``, in the order their commands are listed.
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a stage not installed in this build (e.g. host tools on a device)
         module.register(subparsers)
+    mark_commands(parser)
     return parser
 
 
@@ -62,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = args.func(args)
     except GateError as exc:
-        print(f"edge-resnet {args.command}: {exc}", file=sys.stderr)
+        message = in_flag_terms(str(exc), getattr(args, "cli_parser", None))
+        print(f"edge-resnet {args.command}: {message}", file=sys.stderr)
         return EXIT_GATE
     except ImportError as exc:  # host tools (export, finetune, demo) on a machine without torch
         from edge_resnet._deps import dependency_error
@@ -72,8 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"edge-resnet {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except EdgeResnetError as exc:
-        print(f"edge-resnet {args.command}: error: {exc}", file=sys.stderr)
+    except EdgeResnetError as exc:  # the library names parameters; say them as this command's flags
+        message = in_flag_terms(str(exc), getattr(args, "cli_parser", None))
+        print(f"edge-resnet {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"edge-resnet {args.command}: interrupted", file=sys.stderr)

@@ -6,9 +6,12 @@ Imports nothing heavy at module level so ``edge-resnet --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from edge_resnet.cli_args import (add_output_args, add_progress_args, add_seed_args,
+                                  add_threads_args, progress_enabled)
+from edge_resnet.training.options import INIT_CHOICES
 
 __all__ = ["register"]
 
@@ -21,14 +24,14 @@ def register(subparsers: Any) -> None:
                     "in the graph) with parity proofs, calibrate FP16 and INT8 (minmax, "
                     "entropy, percentile, mse), and evaluate every precision against FP32; "
                     "everything goes under --out. No download needed.")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    add_output_args(p, "DIR", "output folder")
     p.add_argument("--epochs", type=int, default=8, help="fine-tune epochs (default 8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", choices=("scratch", "auto", "imagenet-v1", "imagenet-v2"),
-                   default="scratch", help="starting weights (default scratch: same everywhere)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads for training (default: all cores; use 1 when the "
+    add_seed_args(p)
+    p.add_argument("--init", choices=INIT_CHOICES, default="scratch",
+                   help="starting weights (default scratch: same everywhere)")
+    add_threads_args(p, "torch threads for training (default: all cores; use 1 when the "
                         "machine is busy with other work)")
+    add_progress_args(p)
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip the FP16/INT8 calibration stage")
     p.set_defaults(func=_run)
@@ -37,8 +40,8 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from edge_resnet.demo import format_summary, run_demo
 
-    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, init=args.init,
+    result = run_demo(Path(args.out), epochs=args.epochs, seed=args.seed, init=args.init,
                       calibrate=not args.no_calibrate,
-                      threads=args.threads, progress=sys.stderr.isatty())
+                      threads=args.threads, progress=progress_enabled(args))
     print(format_summary(result))
     return 0

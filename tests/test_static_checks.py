@@ -15,7 +15,7 @@ DEVICE_PATHS = ["edge_resnet/core.py", "edge_resnet/preprocessing.py", "edge_res
                 "edge_resnet/io_utils.py", "edge_resnet/backends", "edge_resnet/evaluation", "edge_resnet/runtime",
                 "edge_resnet/devices", "edge_resnet/bundle",
                 "edge_resnet/fingerprints.py", "edge_resnet/engine", "edge_resnet/cuda",
-                "edge_resnet/faceid", "edge_resnet/datasets"]
+                "edge_resnet/faceid", "edge_resnet/datasets", "edge_resnet/cli_args.py"]
 DEVICE_MODULES = ["edge_resnet", "edge_resnet.core", "edge_resnet.preprocessing",
                   "edge_resnet.images", "edge_resnet.backends", "edge_resnet.backends.onnxruntime",
                   "edge_resnet.cli", "edge_resnet.fingerprints", "edge_resnet.bundle.install",

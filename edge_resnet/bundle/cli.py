@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from edge_resnet.cli_args import (add_backend_args, add_engine_batch_args, add_json_args,
+                                  add_output_args, add_playback_args, add_profile_args,
+                                  add_results_args)
 from edge_resnet.core import InputError
 
 __all__ = ["register"]
@@ -145,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.pipeline import PipelineConfig
     from edge_resnet.runtime.sources import SourceOptions
 
-    config = PipelineConfig(max_batch=args.batch, top_k=args.top_k,
+    config = PipelineConfig(max_batch=args.batch_size, top_k=args.top_k,
                             stats_interval_s=args.stats_interval, max_frames=args.max_frames)
     options = SourceOptions(fps=args.fps, loop=args.loop, realtime=args.realtime)
     run_release(Path(args.root), args.source, args.outputs, backend=args.backend,
@@ -155,25 +158,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub: Any) -> None:
+    from edge_resnet.runtime.pipeline import PipelineConfig
+
     p = sub.add_parser("run", help="run the active release; reload on SIGHUP; commit after "
                        "N good frames", description="Like `edge-resnet run`, on the model of "
                        "ROOT/current. SIGHUP reloads whatever release is active then.")
     p.add_argument("root", help="slot root (--root of install)")
     p.add_argument("source", help="source URI (as for `edge-resnet run`)")
     p.add_argument("outputs", nargs="*", default=["-"], help="output URIs")
-    p.add_argument("--commit-after", type=int, metavar="N",
-                   help="commit a pending release after N frames turned into results")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default): the engine install built or took from the bundle when "
-                        "there is one, else the ONNX model on the `run --backend auto` choice")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--fps", type=float)
-    p.add_argument("--loop", type=int, default=0, help="files: play N extra times (-1: forever)")
-    p.add_argument("--realtime", action="store_true")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--stats-interval", type=float, default=10.0)
+    add_backend_args(p, extra="; with a TensorRT engine the install built or took from the "
+                              "bundle, auto runs that engine")
+    add_playback_args(p)
+    add_results_args(p, PipelineConfig())
     p.set_defaults(func=_run)
 
 
@@ -187,15 +183,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=os.environ.get("EDGE_RESNET_DEVICE"),
-                        help="this device's profile name (default: $EDGE_RESNET_DEVICE)")
+    add_profile_args(parser, os.environ.get("EDGE_RESNET_DEVICE"),
+                     "this device's profile name (default: $EDGE_RESNET_DEVICE)")
     parser.add_argument("--allow-downgrade", action="store_true",
                         help="accept a version lower than (or equal to) the installed one")
 
 
 def _add_host(sub: Any) -> None:
     p = sub.add_parser("keygen", help="create the fleet signing key and certificate")
-    p.add_argument("--out", required=True, help="folder for fleet.key and fleet.crt")
+    add_output_args(p, "DIR", "folder for fleet.key and fleet.crt")
     p.add_argument("--common-name", default="edge-resnet fleet")
     p.add_argument("--days", type=int, default=3650, help="certificate validity")
     p.add_argument("--force", action="store_true", help="replace an existing fleet key")
@@ -223,7 +219,7 @@ def _add_host(sub: Any) -> None:
     p.add_argument("--int8-weights", action="store_true",
                    help="store INT8 QDQ weights as int8 (~4x smaller; TensorRT >= 10)")
     p.add_argument("--key", required=True)
-    p.add_argument("--out", required=True)
+    add_output_args(p, "BUNDLE", "the signed bundle file to write")
     p.set_defaults(func=_create)
 
 
@@ -238,13 +234,11 @@ def _add_device(sub: Any) -> None:
     p.add_argument("bundle")
     p.add_argument("--cert", required=True)
     p.add_argument("--root", required=True)
-    p.add_argument("--backend", default="auto",
-                   help="auto (default): build/use TensorRT engines where TensorRT is installed, "
-                        "else check the ONNX on `run --backend auto`'s choice; tensorrt: engines "
-                        "or fail; onnxruntime/openvino: the ONNX payload on that backend")
-    p.add_argument("--engine-batch", metavar="N|MIN:OPT:MAX",
-                   help="batch profile of the engines built here (default: the model's fixed "
-                        "batch, else 1); cover the runtime's --batch")
+    add_backend_args(p, threads=False, extra="; tensorrt: engines or fail; auto: build/use "
+                     "TensorRT engines where TensorRT is installed, else check the ONNX on the "
+                     "auto choice; onnxruntime/openvino: the ONNX payload on that backend")
+    add_engine_batch_args(p, None, "default: the model's fixed batch, else 1; cover the "
+                                   "runtime's --batch-size")
     p.add_argument("--pending-timeout", type=float, default=900.0,
                    help="seconds to commit before a status/install rolls back (0: never)")
     _device_args(p)
@@ -256,7 +250,7 @@ def _add_device(sub: Any) -> None:
         p.add_argument("--root", required=True)
         p.set_defaults(func=func)
         if name == "status":
-            p.add_argument("--json", action="store_true")
+            add_json_args(p)
         if name == "rollback":
             p.add_argument("--reason", default="rolled back by request")
             p.add_argument("--if-pending", action="store_true",
@@ -278,7 +272,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cert", required=True)
     p.add_argument("--device-type", action="append", required=True,
                    help="OTA device type (repeat)")
-    p.add_argument("--out", required=True)
+    add_output_args(p, "FILE", "the OTA artifact to write")
     p.set_defaults(func=_export)
 
 

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any, List
 
 from edge_resnet.calibration.options import CALIBRATORS, METHODS, CalibrationOptions
+from edge_resnet.cli_args import (add_batch_args, add_images_args, add_output_args,
+                                  add_progress_args, add_seed_args, add_threads_args)
 from edge_resnet.core import InputError
 
 __all__ = ["register"]
-
-
-# Library option names as the CLI spells them, for error messages.
-_FLAGS = {"num_images": "--num-images", "batch_size": "--batch-size", "percentile": "--percentile",
-          "frame_stride": "--frame-stride", "max_drop": "--max-drop", "threads": "--threads",
-          "max_float_layers": "--max-float-layers", "evaluation folder": "--eval-data folder",
-          "method auto": "--method auto", "name a method": "choose a --method"}
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +26,16 @@ def register(subparsers: Any) -> None:
     cal.add_argument("data", nargs="?", type=Path,
                      help="calibration images: folder, video file or .txt list of paths "
                           "(optional when --stats exists)")
-    cal.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_args(cal, "DIR", "output folder")
     cal.add_argument("--method", default=_OPTS.methods[0], choices=("auto", *METHODS, "all"),
                      help="range method; auto (default) scores every method on calibration "
                           "images held out of the statistics and keeps the one that agrees "
                           "best with FP32; all writes every method")
     cal.add_argument("--percentile", type=float, default=_OPTS.ranges.percentile,
                      help="for --method percentile")
-    cal.add_argument("--num-images", type=int, default=_OPTS.reader.num_images)
-    cal.add_argument("--seed", type=int, default=_OPTS.reader.seed)
-    cal.add_argument("--batch-size", type=int, default=_OPTS.reader.batch_size)
+    add_images_args(cal, _OPTS.reader.num_images, "calibration images read from DATA")
+    add_seed_args(cal, _OPTS.reader.seed, "seed of the image sample")
+    add_batch_args(cal, _OPTS.reader.batch_size)
     cal.add_argument("--frame-stride", type=int, default=_OPTS.reader.frame_stride,
                      help="video: use every N-th frame")
     cal.add_argument("--stats", type=Path, help="statistics .npz: reused if it exists, "
@@ -63,8 +57,9 @@ def register(subparsers: Any) -> None:
                           "drop on --eval-data is at most this many points")
     cal.add_argument("--max-float-layers", type=int,
                      help="accuracy-aware mode: most layers left float (default: a quarter)")
-    cal.add_argument("--threads", type=int, default=_OPTS.threads)
-    cal.add_argument("--no-progress", action="store_true")
+    add_threads_args(cal, f"ONNX Runtime threads of the statistics pass and scoring (default "
+                          f"{_OPTS.threads}: the runtime decides)", _OPTS.threads)
+    add_progress_args(cal)
     cal.set_defaults(func=_calibrate)
 
     chk = subparsers.add_parser("check-qdq", help="check a QDQ ONNX against TensorRT's rules")
@@ -94,20 +89,13 @@ def _options(args: argparse.Namespace) -> CalibrationOptions:
         cache=CacheOptions(args.trt_version, args.cache_calibrator),
         fp16=Fp16Options(keep_io_types=not args.fp16_io) if args.fp16 else None,
         accuracy=accuracy, quantize_fc=args.quantize_fc, stats_path=args.stats,
-        threads=args.threads, progress=not args.no_progress)
+        threads=args.threads, progress=args.progress)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     from edge_resnet.calibration.api import calibrate
 
-    try:
-        options = _options(args)
-        result = calibrate(args.model, args.data, args.out, options)
-    except InputError as exc:  # the library speaks its own names; say them as flags here
-        message = str(exc)
-        for name, flag in _FLAGS.items():
-            message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, message)
-        raise InputError(message) from exc
+    result = calibrate(args.model, args.data, Path(args.out), _options(args))
     lines: List[str] = [f"statistics: {result.stats_path} ({result.images_used} images, "
                         f"{result.skipped} skipped{', reused' if result.stats_reused else ''})"]
     if result.method_scores:

@@ -13,16 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+from edge_resnet.cli_args import (add_deprecated_alias, add_engine_batch_args, add_json_args,
+                                  add_output_args, add_profile_args)
+
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     dev = subparsers.add_parser("devices", help="list device profiles (Nano … Thor, x86 dGPU)")
-    dev.add_argument("--json", action="store_true", help="full profiles as JSON")
+    add_json_args(dev)
     dev.set_defaults(func=_devices)
 
     doc = subparsers.add_parser("doctor", help="what this machine is and which runtimes work")
-    doc.add_argument("--json", action="store_true")
+    add_json_args(doc)
     doc.set_defaults(func=_doctor)
 
     b = subparsers.add_parser(
@@ -30,18 +33,19 @@ def register(subparsers: Any) -> None:
         description="Plan and build a TensorRT engine. MODEL: the FP32, FP16 and/or QDQ ONNX "
                     "of one network; the plan picks the one the precision and TensorRT need.")
     b.add_argument("model", nargs="+", type=Path, help="ONNX file(s) of the same network")
-    b.add_argument("--device", default="auto", help="profile name or 'auto' (detect this machine)")
+    add_profile_args(b, "auto", "the target's profile, or auto (default): detect this machine")
     b.add_argument("--precision", required=True, choices=["fp32", "fp16", "int8"])
     b.add_argument("--trt-version", help="TensorRT of the target (default: the installed one)")
     b.add_argument("--calibration-cache", type=Path, help="implicit INT8 (TensorRT < 11)")
     b.add_argument("--dla", type=int, dest="dla_core", help="DLA core to build for")
     b.add_argument("--max-gpu-fallback", type=int,
                    help="with --dla: fail when more than N layers fall back to the GPU")
-    b.add_argument("--batch", default="1", help="N or MIN:OPT:MAX, e.g. 1:8:16 (default 1)")
+    add_engine_batch_args(b, "1", "default 1; --batch is a deprecated alias")
+    add_deprecated_alias(b, "--batch", "--engine-batch", "engine_batch")
     b.add_argument("--workspace-mib", type=int, help="builder workspace limit in MiB")
     b.add_argument("--opt-level", type=int, dest="optimization_level",
                    help="builder optimization level 0..5 (TensorRT 8.6+; default 3)")
-    b.add_argument("--out", type=Path, required=True, help="engine folder (the engine cache)")
+    add_output_args(b, "DIR", "engine folder (the engine cache)")
     b.add_argument("--dry-run", action="store_true", help="print the plan JSON; build nothing")
     b.set_defaults(func=_build)
 
@@ -119,7 +123,8 @@ def _build(args: argparse.Namespace) -> int:
                          "installed: an engine is built by the TensorRT that will run it")
     artifacts = collect_artifacts(args.model, args.calibration_cache)
     request = BuildRequest(
-        precision=args.precision, out_dir=str(args.out), batch=BatchProfile.parse(args.batch),
+        precision=args.precision, out_dir=str(args.out),
+        batch=BatchProfile.parse(args.engine_batch),
         dla_core=args.dla_core, max_gpu_fallback=args.max_gpu_fallback,
         workspace_mib=args.workspace_mib, optimization_level=args.optimization_level,
         compute_capability=compute)

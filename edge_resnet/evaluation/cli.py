@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
+from edge_resnet.cli_args import (add_backend_args, add_batch_args, add_images_args,
+                                  add_progress_args, add_report_args, add_seed_args,
+                                  backend_options)
 from edge_resnet.core import GateError, InputError
 
 __all__ = ["register", "run_eval"]
@@ -52,19 +55,13 @@ def register(subparsers: Any) -> None:
                         help="write PNG plots (per-class accuracy, |logit difference| "
                              "histograms) into DIR, linked from the Markdown report "
                              "(needs matplotlib)")
-    parser.add_argument("--report", default=None, metavar="OUT_PREFIX",
-                        help="write OUT_PREFIX.json and OUT_PREFIX.md (a folder: eval.json/.md)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-images", type=int, default=None,
-                        help="evaluate a deterministic random subset of this many files")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --num-images subset")
-    parser.add_argument("--backend", default="auto",
-                        help="backend of the models without a BACKEND: prefix (default auto: "
-                             "TensorRT for engines, OpenVINO for INT8 QDQ on a CPU with "
-                             "VNNI/AMX when installed, PyTorch for .pt, else ONNX Runtime; the "
-                             "report says which and why)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="intra-op threads (0: the backend decides)")
+    add_report_args(parser, "OUT_PREFIX",
+                    "write OUT_PREFIX.json and OUT_PREFIX.md (a folder: eval.json/.md)")
+    add_batch_args(parser, 32)
+    add_images_args(parser, None, "evaluate a deterministic random subset of this many files")
+    add_seed_args(parser, 0, "seed of the --num-images subset")
+    add_backend_args(parser, extra="; it runs the models without a BACKEND: prefix, and the "
+                                   "report says which backend ran each model and why")
     parser.add_argument("--exact-qdq", action="store_true",
                         help="onnxruntime models only: run INT8 QDQ models as written (Q/DQ in float), the "
                              "arithmetic TensorRT reproduces, instead of ONNX Runtime's CPU INT8 "
@@ -74,7 +71,7 @@ def register(subparsers: Any) -> None:
                              "image (MLPerf's ImageNet val_map.txt); only listed files are used")
     parser.add_argument("--unlabeled", action="store_true",
                         help="treat DATA_DIR as unlabeled even if it has subfolders")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_args(parser)
     parser.set_defaults(func=run_eval)
 
 
@@ -93,16 +90,6 @@ def _candidates(args: argparse.Namespace) -> Dict[str, str]:
     return dict(zip(names, paths))
 
 
-_GATE_FLAGS = {"max_drop": "--max-drop", "max_drop_upper": "--max-drop-upper",
-               "min_agreement": "--min-agreement"}
-
-
-def _backend_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
-    """``--exact-qdq`` reaches the models that run on onnxruntime (``evaluate`` refuses it when
-    none does; with ``auto`` it keeps INT8 QDQ models on onnxruntime)."""
-    return {"exact_qdq": True} if args.exact_qdq else None
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from edge_resnet.evaluation.evaluate import evaluate
     from edge_resnet.evaluation.gates import gate_line
@@ -114,9 +101,9 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(
         args.reference, _candidates(args), args.data_dir, batch_size=args.batch_size,
         num_images=args.num_images, seed=args.seed, backend=args.backend, threads=args.threads,
-        backend_options=_backend_options(args),
+        backend_options=backend_options(args),
         max_drop=args.max_drop, max_drop_upper=args.max_drop_upper,
-        min_agreement=args.min_agreement, progress=not args.no_progress,
+        min_agreement=args.min_agreement, progress=args.progress,
         labeled=False if args.unlabeled else None, labels_file=args.labels_file)
     print("\n".join(summary_table(report)))
     for model in report.models:
@@ -133,5 +120,5 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"report: {json_path} {md_path}", file=sys.stderr)
     if report.gate_passed is False:
         raise GateError("accuracy gate breached: " + "; ".join(
-            f"{breach} ({_GATE_FLAGS[breach.gate]})" for breach in report.gate_breaches))
+            f"{breach} ({breach.gate})" for breach in report.gate_breaches))
     return 0

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_resnet.cli_args import add_output_args, add_report_args
+
 __all__ = ["register", "run_export"]
 
 
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
                     "Exit 2 when the proof fails; nothing is written then.")
     parser.add_argument("source", metavar="SOURCE",
                         help="imagenet-v1 | imagenet-v2 | random | path to a checkpoint")
-    parser.add_argument("--out", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    add_output_args(parser, "OUT.onnx", "the ONNX file to write")
     parser.add_argument("--labels", default=None, metavar="FILE",
                         help="class labels, one per line, in class-index order")
     parser.add_argument("--num-classes", type=int, default=None, metavar="N",
@@ -40,7 +42,8 @@ def register(subparsers: Any) -> None:
                         help="channel order of the frames a fused graph takes (default BGR, "
                              "as OpenCV delivers)")
     parser.add_argument("--features", action="store_true",
-                        help="add a second output 'features': the pooled 2048-d vector")
+                        help="add a second output 'features': the pooled 2048-d vector, or the "
+                             "raw embedding of a checkpoint with an embedding head")
     parser.add_argument("--static-batch", action="store_true",
                         help="fix the batch dimension to 1 (default: dynamic)")
     parser.add_argument("--dla-head", action="store_true",
@@ -58,8 +61,7 @@ def register(subparsers: Any) -> None:
     check.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
                        help="minimum top-1 agreement, 0..1 (default 0.99)")
     check.add_argument("--no-check", action="store_true", help="skip the parity proof")
-    parser.add_argument("--report", default=None, metavar="FILE.json",
-                        help="write the export result and parity numbers as JSON")
+    add_report_args(parser, "FILE.json", "write the export result and parity numbers as JSON")
     parser.set_defaults(func=run_export)
 
 

@@ -10,7 +10,8 @@ import argparse
 import json
 from typing import Any
 
-from edge_resnet.runtime.cli import add_backend_args
+from edge_resnet.cli_args import (add_batch_args, add_gallery_model_args, add_output_args,
+                                  add_report_args, add_seed_args, positive_int)
 
 __all__ = ["add_gallery_commands"]
 
@@ -22,52 +23,47 @@ def _rate(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _identities_command(gsub: Any, name: str, help: str, description: str,
+                        batch_size: int) -> Any:
+    """A gallery action over a folder of identities (one subfolder of images each) embedded by
+    --model: ``enroll`` and ``eval`` share this shape."""
+    p = gsub.add_parser(name, help=help, description=description)
+    p.add_argument("folder", help="folder with one subfolder of images per identity")
+    add_gallery_model_args(p, True, "ONNX exported with --features")
+    add_batch_args(p, batch_size)
+    return p
 
 
 def add_gallery_commands(gsub: Any) -> None:
     """Add the gallery actions to the ``gallery`` sub-parser group."""
-    enroll = gsub.add_parser(
-        "enroll", help="enrol one identity per subfolder of DIR (one photo each is enough)",
-        description="Enrol one identity per subfolder of FOLDER. The match threshold is chosen "
-                    "for --target-far from impostor scores between the enrolled identities "
-                    "and stored with how it was derived; the file carries a content hash and, "
-                    "with --sign-key, the fleet signature.")
-    enroll.add_argument("folder", help="folder with one subfolder of images per identity")
-    enroll.add_argument("--model", required=True, help="ONNX exported with --features")
-    enroll.add_argument("--out", required=True, help="gallery file to write (.npz)")
+    enroll = _identities_command(
+        gsub, "enroll", "enrol one identity per subfolder of DIR (one photo each is enough)",
+        "Enrol one identity per subfolder of FOLDER. The match threshold is chosen for "
+        "--target-far from impostor scores between the enrolled identities and stored with how "
+        "it was derived; the file carries a content hash and, with --sign-key, the fleet "
+        "signature.", 16)
+    add_output_args(enroll, "GALLERY.npz", "gallery file to write (.npz)")
     enroll.add_argument("--target-far", type=_rate, default=0.01,
                         help="false accept rate the threshold is chosen for (default 0.01)")
     enroll.add_argument("--sign-key", help="fleet private key (bundle keygen) to sign with")
-    enroll.add_argument("--batch", type=_positive_int, default=16)
-    add_backend_args(enroll)
     enroll.set_defaults(func=_enroll)
 
-    evaluate = gsub.add_parser(
-        "eval", help="open-set TAR at FAR of a model's embeddings on unseen identities",
-        description="Open-set identification on FOLDER (one subfolder of images per identity, "
-                    "identities the model never saw): for each enrolment size, random photos "
-                    "per identity are enrolled and the rest are probes; every probe is also "
-                    "scored as a stranger against the gallery without its own identity. "
-                    "Prints TAR at each FAR, rank-1 and an ROC table. Make an offline "
-                    "protocol with `edge-resnet gallery glyphs`.")
-    evaluate.add_argument("folder", help="folder with one subfolder of images per identity")
-    evaluate.add_argument("--model", required=True, help="ONNX exported with --features")
+    evaluate = _identities_command(
+        gsub, "eval", "open-set TAR at FAR of a model's embeddings on unseen identities",
+        "Open-set identification on FOLDER (one subfolder of images per identity, identities "
+        "the model never saw): for each enrolment size, random photos per identity are "
+        "enrolled and the rest are probes; every probe is also scored as a stranger against "
+        "the gallery without its own identity. Prints TAR at each FAR, rank-1 and an ROC "
+        "table. Make an offline protocol with `edge-resnet gallery glyphs`.", 32)
     evaluate.add_argument("--photos", default="1,5",
                           help="enrolment photos per identity, comma-separated (default 1,5)")
     evaluate.add_argument("--far", default="0.01,0.001",
                           help="false accept rates to report TAR at (default 0.01,0.001)")
-    evaluate.add_argument("--draws", type=_positive_int, default=5,
+    evaluate.add_argument("--draws", type=positive_int, default=5,
                           help="random enrolment draws pooled per size (default 5)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--json", dest="json_out", help="write the report as JSON here")
+    add_seed_args(evaluate, 0, "seed of the enrolment draws")
+    add_report_args(evaluate, "FILE.json", "write the report as JSON here", "--json")
     evaluate.add_argument("--plots", help="folder to write roc.png into")
-    evaluate.add_argument("--batch", type=_positive_int, default=32)
-    add_backend_args(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     glyphs = gsub.add_parser(
@@ -78,9 +74,9 @@ def add_gallery_commands(gsub: Any) -> None:
                     "Deterministic for the parameters and fonts.")
     glyphs.add_argument("out", help="folder to write (new or empty)")
     glyphs.add_argument("--set", dest="which", choices=("eval", "train"), default="eval")
-    glyphs.add_argument("--per-identity", type=_positive_int, default=24)
-    glyphs.add_argument("--size", type=_positive_int, default=32, help="image side in pixels")
-    glyphs.add_argument("--seed", type=int, default=0)
+    glyphs.add_argument("--per-identity", type=positive_int, default=24)
+    glyphs.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
+    add_seed_args(glyphs, 0, "seed of the augmentation")
     glyphs.set_defaults(func=_glyphs)
 
     verify = gsub.add_parser(
@@ -90,8 +86,7 @@ def add_gallery_commands(gsub: Any) -> None:
                     "model fingerprint (with --model) does not check out.")
     verify.add_argument("gallery", help="gallery file (.npz)")
     verify.add_argument("--cert", help="fleet certificate: require a valid signature")
-    verify.add_argument("--model", help="ONNX model the gallery must have been enrolled with")
-    add_backend_args(verify)
+    add_gallery_model_args(verify, False, "ONNX model the gallery must have been enrolled with")
     verify.set_defaults(func=_verify)
 
 
@@ -99,8 +94,8 @@ def _enroll(args: argparse.Namespace) -> int:
     from edge_resnet.backends import load_backend
     from edge_resnet.runtime.gallery import enroll
 
-    with load_backend(args.backend, args.model, threads=args.threads) as backend:
-        gallery = enroll(backend, args.folder, batch_size=args.batch,
+    with load_backend(args.backend, args.model, {"threads": args.threads}) as backend:
+        gallery = enroll(backend, args.folder, batch_size=args.batch_size,
                          target_far=args.target_far)
     gallery.save(args.out, sign_key=args.sign_key)
     info = gallery.threshold_info
@@ -122,7 +117,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.model is not None:
         from edge_resnet.backends import load_backend
 
-        with load_backend(args.backend, args.model, threads=args.threads) as backend:
+        with load_backend(args.backend, args.model, {"threads": args.threads}) as backend:
             gallery.check_model(backend.spec)
     print(json.dumps({"gallery": args.gallery, "identities": len(gallery.names),
                       "dimensions": int(gallery.embeddings.shape[1]),
@@ -163,8 +158,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # before minutes of inference, not after
     by_name = group_by_identity(args.folder)
-    with load_backend(args.backend, args.model, threads=args.threads) as backend:
-        feats = embed_identities(backend, by_name, args.batch)
+    with load_backend(args.backend, args.model, {"threads": args.threads}) as backend:
+        feats = embed_identities(backend, by_name, args.batch_size)
     names = list(feats)
     labels = np.concatenate([np.full(len(feats[n]), i) for i, n in enumerate(names)])
     scores = evaluate_open_set(np.concatenate([feats[n] for n in names]), labels, names,
@@ -172,10 +167,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     rep = report(scores, fars, {"model": str(args.model), "folder": str(args.folder),
                                 "images": int(labels.size), "identities": len(names)})
     print(format_report(rep))
-    if args.json_out:
+    if args.report:
         from edge_resnet.io_utils import atomic_write_json
 
-        atomic_write_json(args.json_out, rep)
+        atomic_write_json(args.report, rep)
     if args.plots:
         from edge_resnet.faceid.plots import write_roc_plot
 

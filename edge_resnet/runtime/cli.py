@@ -11,29 +11,23 @@ import argparse
 import sys
 from typing import Any
 
+from edge_resnet.cli_args import (add_backend_args, add_batch_args, add_images_args,
+                                  add_playback_args, add_report_args, add_results_args,
+                                  add_threads_args, backend_options, positive_int)
+
 __all__ = ["register"]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """--backend (registry names + auto) and --threads, one spelling for every runtime command."""
-    from edge_resnet.backends.base import backend_names
-
-    p.add_argument("--backend", default="auto", choices=["auto"] + backend_names(),
-                   help="inference backend (default auto: TensorRT for engines, PyTorch for .pt, "
-                        "OpenVINO for INT8 QDQ on a CPU with VNNI/AMX when installed, else ONNX "
-                        "Runtime; the choice and the reason are logged)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU inference threads (0: the backend's default)")
-
-
 def register(subparsers: Any) -> None:
+    from edge_resnet.runtime.pipeline import PipelineConfig
+    from edge_resnet.runtime.timing import BenchOptions
+
+    _add_run(subparsers, PipelineConfig())
+    _add_gallery(subparsers)
+    _add_bench(subparsers, BenchOptions())
+
+
+def _add_run(subparsers: Any, defaults: Any) -> None:
     run = subparsers.add_parser(
         "run", help="classify a camera, stream, video or image folder",
         description="Run MODEL on SOURCE and write results to OUTPUTs. SOURCE: csi://0, "
@@ -53,24 +47,16 @@ def register(subparsers: Any) -> None:
     run.add_argument("--bundle-root", metavar="ROOT",
                      help="run the active release of this slot root (`bundle install --root`) "
                           "instead of MODEL; SIGHUP reloads whatever release is active then")
-    run.add_argument("--commit-after", type=_positive_int, metavar="N",
-                     help="with --bundle-root: commit a pending release once N frames have "
-                          "turned into results")
     add_backend_args(run)
-    run.add_argument("--width", type=_positive_int, help="camera capture width")
-    run.add_argument("--height", type=_positive_int, help="camera capture height")
-    run.add_argument("--fps", type=float, help="camera capture rate (and video output rate)")
-    run.add_argument("--loop", type=int, default=0,
-                     help="files: play N extra times (-1: forever)")
-    run.add_argument("--realtime", action="store_true",
-                     help="files: play at the file's rate, dropping frames like a camera")
-    run.add_argument("--batch", type=_positive_int, default=1, help="max batch size")
-    run.add_argument("--max-wait-ms", type=float, default=5.0,
+    run.add_argument("--width", type=positive_int, help="camera capture width")
+    run.add_argument("--height", type=positive_int, help="camera capture height")
+    add_playback_args(run)
+    add_results_args(run, defaults)
+    run.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
                      help="longest wait for a batch to fill")
-    run.add_argument("--top-k", type=_positive_int, default=5)
-    run.add_argument("--smooth", type=_positive_int, default=1,
+    run.add_argument("--smooth", type=positive_int, default=defaults.smoothing,
                      help="average probabilities over N frames")
-    run.add_argument("--threshold", type=float, default=0.0,
+    run.add_argument("--threshold", type=float, default=defaults.threshold,
                      help="below this top-1 probability the label is 'unknown'")
     run.add_argument("--gallery", help="identity gallery (.npz from `gallery enroll`)")
     run.add_argument("--gallery-cert",
@@ -78,10 +64,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--match-threshold", type=float,
                      help="cosine similarity to accept an identity (default: the gallery's "
                           "suggestion)")
-    run.add_argument("--stats-interval", type=float, default=10.0,
-                     help="seconds between metrics lines on stderr (0: only the summary)")
-    run.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
-    run.add_argument("--reconnect-attempts", type=_positive_int,
+    run.add_argument("--reconnect-attempts", type=positive_int,
                      help="give up after N reconnects of a lost live source (default: never)")
     run.add_argument("--metrics-json",
                      help="metrics summary file, rewritten atomically every --metrics-interval "
@@ -96,7 +79,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--camera-id", help="camera name put into every event and the metrics")
     run.add_argument("--model-name", help="model name for events/metrics (default: file name)")
     run.add_argument("--model-version", help="model version for events/metrics")
-    run.add_argument("--freeze-timeout", type=float, default=5.0,
+    run.add_argument("--freeze-timeout", type=float, default=defaults.freeze_timeout_s,
                      help="live sources: seconds without a new (non-identical) frame before "
                           "the source counts as frozen and is reconnected (0: off)")
     run.add_argument("--device", default=None,
@@ -108,6 +91,8 @@ def register(subparsers: Any) -> None:
                           "the GPU whenever the backend runs there")
     run.set_defaults(func=_run)
 
+
+def _add_gallery(subparsers: Any) -> None:
     gallery = subparsers.add_parser("gallery", help="identity galleries for embedding matching")
     gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
     from edge_resnet.faceid.cli import add_gallery_commands
@@ -115,21 +100,23 @@ def register(subparsers: Any) -> None:
     add_gallery_commands(gsub)  # enroll, eval, glyphs
     gallery.set_defaults(func=lambda args: (gallery.print_help(), 2)[1])
 
+
+def _add_bench(subparsers: Any, defaults: Any) -> None:
     bench = subparsers.add_parser(
         "bench", help="benchmark table across models x backends",
         description="File size, precision, accuracy (with --data), bs1 latency p50/p90/p99, "
-                    "throughput at --batch and pipeline FPS (with --video).")
+                    "throughput at --batch-size and pipeline FPS (with --video).")
     bench.add_argument("models", nargs="+", help="models to compare")
-    bench.add_argument("--backends", default="auto",
+    bench.add_argument("--backends", default=",".join(defaults.backends),
                        help="comma-separated backends (e.g. onnxruntime,openvino; default auto: "
                             "chosen per model, the table says which and why)")
-    bench.add_argument("--threads", type=int, default=0)
+    add_threads_args(bench, "CPU inference threads (0: the backend's default)")
     bench.add_argument("--data", help="labeled image folder for accuracy")
-    bench.add_argument("--max-images", type=_positive_int, help="cap on accuracy images")
+    add_images_args(bench, defaults.max_images, "images of --data scored for accuracy")
     bench.add_argument("--video", help="video file for pipeline FPS")
-    bench.add_argument("--batch", type=_positive_int, default=8, help="throughput batch size")
-    bench.add_argument("--runs", type=_positive_int, default=50, help="timed bs1 runs")
-    bench.add_argument("--json", dest="json_out", help="write the table as JSON here")
+    add_batch_args(bench, defaults.batch, "throughput batch size")
+    bench.add_argument("--runs", type=positive_int, default=defaults.runs, help="timed bs1 runs")
+    add_report_args(bench, "FILE.json", "write the table as JSON here", "--json")
     bench.set_defaults(func=_bench)
 
 
@@ -153,16 +140,14 @@ def _run(args: argparse.Namespace) -> int:
     source, outputs = positionals[0], positionals[1:] or ["-"]
     options = SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop,
                             realtime=args.realtime)
-    config = PipelineConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, top_k=args.top_k,
-                            smoothing=args.smooth, threshold=args.threshold,
+    config = PipelineConfig(max_batch=args.batch_size, max_wait_ms=args.max_wait_ms,
+                            top_k=args.top_k, smoothing=args.smooth, threshold=args.threshold,
                             match_threshold=args.match_threshold,
                             stats_interval_s=args.stats_interval, max_frames=args.max_frames,
                             backoff=Backoff(attempts=args.reconnect_attempts),
                             preprocess=args.preprocess,
                             freeze_timeout_s=args.freeze_timeout)
-    backend_options = {key: value for key, value in (("device", args.device),
-                                                     ("precision", args.precision))
-                       if value is not None}
+    options_of_backend = backend_options(args)
     service = dict(metrics_json=args.metrics_json, metrics_port=args.metrics_port,
                    metrics_host=args.metrics_host, metrics_interval_s=args.metrics_interval)
     if model is None:  # the same code as `edge-resnet bundle run`
@@ -171,14 +156,14 @@ def _run(args: argparse.Namespace) -> int:
         run_release(args.bundle_root, source, outputs, backend=args.backend,
                     threads=args.threads, source_options=options, config=config,
                     commit_after=args.commit_after, service_options=service,
-                    pipeline_options=dict(gallery=args.gallery, backend_options=backend_options,
+                    pipeline_options=dict(gallery=args.gallery, backend_options=options_of_backend,
                                           gallery_cert=args.gallery_cert,
                                           camera_id=args.camera_id, model_name=args.model_name,
                                           model_version=args.model_version))
         return 0
     pipeline = build_pipeline(model, source, outputs, backend=args.backend,
                               threads=args.threads, source_options=options, config=config,
-                              gallery=args.gallery, backend_options=backend_options,
+                              gallery=args.gallery, backend_options=options_of_backend,
                               gallery_cert=args.gallery_cert, camera_id=args.camera_id,
                               model_name=args.model_name, model_version=args.model_version)
     run_until_signal(pipeline, **service)
@@ -189,11 +174,11 @@ def _bench(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 
     options = BenchOptions(backends=[b.strip() for b in args.backends.split(",") if b.strip()],
-                           threads=args.threads, data=args.data, max_images=args.max_images,
-                           video=args.video, batch=args.batch, runs=args.runs)
+                           threads=args.threads, data=args.data, max_images=args.num_images,
+                           video=args.video, batch=args.batch_size, runs=args.runs)
     rows = run_bench(args.models, options)
     print(format_table(rows), file=sys.stdout)
-    if args.json_out:
+    if args.report:
         from edge_resnet.io_utils import atomic_write_json
-        atomic_write_json(args.json_out, [r.to_dict() for r in rows])
+        atomic_write_json(args.report, [r.to_dict() for r in rows])
     return 0

@@ -6,10 +6,11 @@ Imports nothing heavy at module level so ``edge-resnet --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from edge_resnet.cli_args import (add_batch_args, add_output_args, add_progress_args,
+                                  add_seed_args, add_threads_args, progress_enabled)
 from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES
 
 __all__ = ["register"]
@@ -22,16 +23,16 @@ def register(subparsers: Any) -> None:
                     "one-cycle schedule; writes a checkpoint carrying labels, preprocessing and "
                     "the recipe.")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    p.add_argument("--out", type=Path, required=True, metavar="CKPT", help="checkpoint to write")
+    add_output_args(p, "CKPT", "checkpoint to write")
     p.add_argument("--resolution", type=int, default=224, help="network input side (default 224)")
     p.add_argument("--resize", type=int, default=None,
                    help="shorter side before the centre crop (default: plain resize)")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=64)
+    add_batch_args(p, 64, "training images per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed_args(p)
     p.add_argument("--init", choices=INIT_CHOICES,
                    default="auto",
                    help="starting weights; auto = ImageNet V1 if in the torch hub cache, else "
@@ -39,19 +40,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test-dir", type=Path, default=None,
                    help="labeled folder scored once at the end")
     p.add_argument("--no-augment", action="store_true", help="disable random shifts")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads (default: all cores; use 1 when the machine is busy "
+    add_threads_args(p, "torch threads (default: all cores; use 1 when the machine is busy "
                         "with other work)")
+    add_progress_args(p)
     p.add_argument("--loss", choices=LOSS_CHOICES, default="ce",
                    help="ce: softmax classifier (default); arcface: additive angular margin on "
-                        "the L2-normalised pooled features, an embedding made for galleries "
-                        "(export it with --features)")
+                        "an L2-normalised embedding (a 512-d head by default, --embedding-dim), "
+                        "made for galleries (export it with --features)")
     p.add_argument("--arcface-margin", type=float, default=0.1,
                    help="arcface: angular margin in radians (default 0.1)")
     p.add_argument("--arcface-scale", type=float, default=16.0,
                    help="arcface: logit scale s (default 16)")
     p.add_argument("--arcface-warmup", type=int, default=5,
                    help="arcface: epochs over which the margin ramps up from 0 (default 5)")
+    p.add_argument("--embedding-dim", type=int, default=None, metavar="N",
+                   help="embedding head (BN, dropout, FC 2048->N, BN) before the classifier; "
+                        "0: none, the pooled 2048-d features (default: 512 for arcface, none "
+                        "for ce)")
     p.add_argument("--device", default="cpu",
                    help="train on cpu (default), cuda or cuda:N (refused if there is no GPU)")
     p.add_argument("--workers", type=int, default=0,
@@ -63,14 +68,14 @@ def _run(args: argparse.Namespace) -> int:
     from edge_resnet.training.finetune import finetune
     from edge_resnet.training.options import LossOptions
 
-    result = finetune(args.data_dir, args.out, resolution=args.resolution, resize=args.resize,
+    result = finetune(args.data_dir, Path(args.out), resolution=args.resolution, resize=args.resize,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, val_fraction=args.val_fraction,
                       seed=args.seed, init=args.init, test_dir=args.test_dir,
                       augment=not args.no_augment, threads=args.threads,
-                      workers=args.workers, progress=sys.stderr.isatty(),
+                      workers=args.workers, progress=progress_enabled(args),
                       loss=LossOptions(args.loss, args.arcface_margin, args.arcface_scale,
-                                       args.arcface_warmup),
+                                       args.arcface_warmup, args.embedding_dim),
                       device=args.device)
     test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.4f}"
     print(f"{result.checkpoint}: init={result.init}, {result.epochs} epochs, loss={args.loss}, "
