@@ -70,6 +70,10 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--arcface-margin", type=float, default=0.1)
     parser.add_argument("--arcface-scale", type=float, default=16.0)
     parser.add_argument("--arcface-warmup", type=int, default=5)
+    parser.add_argument("--embedding-dim", type=int, default=None,
+                        help="embedding head width (default: 512 for arcface, none for ce; "
+                             "0: none)")
+    parser.add_argument("--embedding-dropout", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
@@ -84,7 +88,7 @@ def main(argv: "List[str] | None" = None) -> int:
     results: Dict[str, Any] = {}
     for loss in args.losses.split(","):
         options = LossOptions(loss, args.arcface_margin, args.arcface_scale,
-                              args.arcface_warmup)
+                              args.arcface_warmup, args.embedding_dim, args.embedding_dropout)
         tag = "-".join(f"{k}{v}" for k, v in options.recipe().items() if k != "embedding")
         ckpt = args.work / f"glyphs-{tag}-e{args.epochs}-s{args.seed}.pt"
         started = time.perf_counter()

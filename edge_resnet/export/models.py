@@ -25,16 +25,19 @@ from torch import nn
 
 from edge_resnet.core import (IMAGENET_MEAN, IMAGENET_STD, DependencyError, InputError,
                               ModelError, ModelSpec)
+from edge_resnet.export.embedding import EmbeddingHead, EmbeddingResNet, embedding_dim_of
 from edge_resnet.io_utils import atomic_path
 
-__all__ = ["CHECKPOINT_FORMAT", "IMAGENET_SOURCES", "LoadedModel", "file_sha256",
-           "hub_weights_path", "imagenet_classes", "load_model", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "EmbeddingHead", "EmbeddingResNet", "IMAGENET_SOURCES",
+           "LoadedModel", "embedding_dim_of", "file_sha256", "hub_weights_path",
+           "imagenet_classes", "load_model", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "edge-resnet-checkpoint/1"
 IMAGENET_SOURCES = {"imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 _DEFAULT_RESOLUTION, _DEFAULT_RESIZE = 224, 256
+_EMBEDDING_KEY = "embedding.linear.weight"
 # WordNet IDs of the 1000 ImageNet classes in class-index order (package data; see the NOTICE).
 _SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 
@@ -53,6 +56,11 @@ class LoadedModel:
     source: str
     extra: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def embedding_dim(self) -> Optional[int]:
+        """Width of the embedding head, or None for a plain ResNet50 (features are pooled)."""
+        return embedding_dim_of(self.model)
+
 
 def file_sha256(path: "str | Path") -> str:
     from edge_resnet.fingerprints import sha256_file
@@ -66,10 +74,19 @@ def _state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def _resnet50(num_classes: int) -> nn.Module:
+def _resnet50(num_classes: int, embedding_dim: Optional[int] = None) -> nn.Module:
     from torchvision.models import resnet50
 
-    return resnet50(weights=None, num_classes=num_classes)
+    model = resnet50(weights=None, num_classes=num_classes)
+    if embedding_dim is None:
+        return model
+    return EmbeddingResNet(model, embedding_dim, num_classes)
+
+
+def _state_embedding_dim(state: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """Embedding width a state dict carries (rows of ``embedding.linear.weight``), else None."""
+    weight = state.get(_EMBEDDING_KEY)
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
 
 
 def _scaled_resize(resolution: int, resize: Optional[int], base: int) -> Optional[int]:
@@ -259,7 +276,7 @@ def _check_resnet50(state: Mapping[str, torch.Tensor], path: Path) -> int:
         raise ModelError(f"{path} is not a ResNet50 state dict: it has no 2-D 'fc.weight' "
                          f"(keys start with {sorted(state)[:3]})")
     num_classes = int(fc.shape[0])
-    reference = _resnet50(num_classes).state_dict()
+    reference = _resnet50(num_classes, _state_embedding_dim(state)).state_dict()
     missing = [k for k in reference if k not in state]
     unexpected = [k for k in state if k not in reference]
     shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in reference.items()
@@ -282,6 +299,11 @@ def _load_checkpoint(path: Path, labels: Optional[Sequence[str]], labels_file: O
                          f"{', '.join(sorted(IMAGENET_SOURCES))}, random")
     state, extras = _unpack(_read_checkpoint(path, trust_pickle), path)
     num_classes = _check_resnet50(state, path)
+    embedding_dim = _state_embedding_dim(state)
+    if extras.get("embedding_dim", embedding_dim) != embedding_dim:
+        raise ModelError(f"{path} records embedding_dim={extras['embedding_dim']!r} but its "
+                         f"weights have {embedding_dim or 'no'} embedding head; the file is "
+                         "damaged or was edited: train or save it again")
     if expected_classes is not None and expected_classes != num_classes:
         raise InputError(f"{path} has {num_classes} classes (fc.weight rows), not "
                          f"{expected_classes} as asked")
@@ -300,7 +322,7 @@ def _load_checkpoint(path: Path, labels: Optional[Sequence[str]], labels_file: O
     spec = stored.with_changes(labels=spec_labels, label_ids=ids, resolution=res,
                                resize=_scaled_resize(res, stored.resize, stored.resolution),
                                weights_sha256=sha)
-    model = _resnet50(num_classes)
+    model = _resnet50(num_classes, embedding_dim)
     model.load_state_dict(state)
     return LoadedModel(model.eval(), spec, sha, str(path), extras)
 
@@ -376,6 +398,7 @@ def save_checkpoint(path: "str | Path", model: nn.Module, spec: ModelSpec,
     """Write an edge-resnet checkpoint atomically: weights + spec + recipe/metrics.
 
     Only tensors and plain Python values are stored so it loads with ``weights_only=True``.
+    A model with an embedding head records its width as ``embedding_dim``.
     """
     payload: Dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -383,6 +406,8 @@ def save_checkpoint(path: "str | Path", model: nn.Module, spec: ModelSpec,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "spec": spec.to_metadata(),
     }
+    if embedding_dim_of(model) is not None:
+        payload["embedding_dim"] = embedding_dim_of(model)
     for key, value in (extra or {}).items():
         if key in payload:
             raise InputError(f"checkpoint extra key {key!r} is reserved")

@@ -8,8 +8,10 @@ The exported graph is what every later stage trusts, so it is built to be boring
   calibration caches and the calibration stage key on them. The TorchScript exporter gives such
   module-path names; the dynamo exporter names tensors after FX nodes (``getitem_3``,
   ``relu_1``) that change with tracing details, so it is not used.
-* Input ``input``, outputs ``logits`` (and ``features``, the pooled 2048-d vector); the batch
-  dimension is dynamic.
+* Input ``input``, outputs ``logits`` (and ``features``: the pooled 2048-d vector, or for a
+  model with an embedding head, :mod:`edge_resnet.export.embedding`, the raw embedding, not
+  L2-normalised: galleries and ``gallery eval`` normalise); the batch dimension is dynamic.
+  The head's BatchNorms are folded into its FC, so it exports as one Gemm.
 * The :class:`ModelSpec` travels in ``metadata_props`` so a device needs nothing but the file.
 * Optionally, preprocessing is fused: the graph takes uint8 NHWC frames (BGR as OpenCV
   delivers, or RGB) and casts, normalises and transposes in-graph. The channel swap for BGR
@@ -140,7 +142,9 @@ class _ExportNet(nn.Module):
     """A torchvision ResNet with optional in-graph preprocessing and a features output.
 
     The ResNet's submodules keep their attribute names, so tensor names are the same as when
-    exporting the bare torchvision model, whatever the options.
+    exporting the bare torchvision model, whatever the options. ``embedding`` (the folded
+    head of an embedding model, else None) sits between pooling and ``fc``; ``features`` is
+    its output then.
     """
 
     conv1: nn.Module
@@ -155,11 +159,12 @@ class _ExportNet(nn.Module):
     fc: nn.Module
 
     def __init__(self, resnet: nn.Module, preprocess: Optional[nn.Module],
-                 with_features: bool) -> None:
+                 with_features: bool, embedding: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.preprocess = preprocess
         for name in _RESNET_PARTS:
             setattr(self, name, getattr(resnet, name))
+        self.embedding = embedding
         self.with_features = with_features
 
     def forward(self, x: torch.Tensor) -> Any:
@@ -168,6 +173,8 @@ class _ExportNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         features = torch.flatten(self.avgpool(x), 1)
+        if self.embedding is not None:
+            features = self.embedding(features)
         logits = self.fc(features)
         return (logits, features) if self.with_features else logits
 
@@ -186,7 +193,11 @@ def _check_model(model: nn.Module, spec: ModelSpec) -> None:
 
 def _build_net(model: nn.Module, spec: ModelSpec, fuse: bool, order: str,
                with_features: bool) -> nn.Module:
+    from edge_resnet.export.embedding import EmbeddingHead
+
     folded = fold_batchnorm(model)
+    head = getattr(folded, "embedding", None)
+    embedding = head.as_linear() if isinstance(head, EmbeddingHead) else None
     preprocess = None
     if fuse:
         preprocess = _Preprocess(spec, order)
@@ -194,7 +205,7 @@ def _build_net(model: nn.Module, spec: ModelSpec, fuse: bool, order: str,
             conv1 = getattr(folded, "conv1")
             with torch.no_grad():
                 conv1.weight.copy_(conv1.weight.flip(1))
-    return _ExportNet(folded, preprocess, with_features).eval()
+    return _ExportNet(folded, preprocess, with_features, embedding).eval()
 
 
 def _torch_export(net: nn.Module, dummy: torch.Tensor, opset: int, names: List[str],

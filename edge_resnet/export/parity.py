@@ -55,6 +55,9 @@ class ParityReport:
     min_top1_agreement: float
     rtol: float = DEFAULT_RTOL
     max_abs_reference: float = 0.0
+    # the ``features`` output (pooled vector or embedding), when the graph has one
+    features_max_abs_diff: Optional[float] = None
+    features_tolerance: Optional[float] = None
 
     @property
     def tolerance(self) -> float:
@@ -63,7 +66,9 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
-        return (self.max_abs_diff <= self.tolerance
+        features_ok = (self.features_max_abs_diff is None or self.features_tolerance is None
+                       or self.features_max_abs_diff <= self.features_tolerance)
+        return (self.max_abs_diff <= self.tolerance and features_ok
                 and self.top1_agreement >= self.min_top1_agreement)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -72,14 +77,20 @@ class ParityReport:
                 "mean_abs_diff": self.mean_abs_diff, "top1_agreement": self.top1_agreement,
                 "min_cosine": self.min_cosine, "atol": self.atol, "rtol": self.rtol,
                 "max_abs_reference": self.max_abs_reference, "tolerance": self.tolerance,
-                "min_top1_agreement": self.min_top1_agreement, "ok": self.ok}
+                "min_top1_agreement": self.min_top1_agreement,
+                "features_max_abs_diff": self.features_max_abs_diff,
+                "features_tolerance": self.features_tolerance, "ok": self.ok}
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else "FAILED"
+        features = ("" if self.features_max_abs_diff is None else
+                    f", features max |diff| {self.features_max_abs_diff:.3g} (allowed "
+                    f"{self.features_tolerance:.3g})")
         return (f"parity {verdict}: {self.candidate} vs {self.reference} on {self.n_images} "
                 f"images: max |diff| {self.max_abs_diff:.3g} (allowed {self.tolerance:.3g}), mean "
                 f"{self.mean_abs_diff:.3g}, top-1 agreement {self.top1_agreement:.2%} "
-                f"(min {self.min_top1_agreement:.0%}), min cosine {self.min_cosine:.6f}")
+                f"(min {self.min_top1_agreement:.0%}), min cosine {self.min_cosine:.6f}"
+                f"{features}")
 
 
 def _check_thresholds(atol: float, min_top1_agreement: float, rtol: float = 0.0) -> None:
@@ -121,9 +132,17 @@ def _raise_if_failed(report: ParityReport) -> ParityReport:
 def _backend_logits(backend: OnnxRuntimeBackend, images: Sequence[np.ndarray],
                     batch_size: int) -> np.ndarray:
     """Run the graph on the batches its embedded spec asks for (uint8 frames when fused)."""
-    return np.concatenate([
-        backend.infer(preprocess_batch(images[i:i + batch_size], backend.spec)).logits
-        for i in range(0, len(images), batch_size)])
+    return _backend_outputs(backend, images, batch_size)[0]
+
+
+def _backend_outputs(backend: OnnxRuntimeBackend, images: Sequence[np.ndarray],
+                     batch_size: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(logits, features or None) of the graph on ``images``."""
+    outs = [backend.infer(preprocess_batch(images[i:i + batch_size], backend.spec))
+            for i in range(0, len(images), batch_size)]
+    features = [o.features for o in outs if o.features is not None]
+    return (np.concatenate([o.logits for o in outs]),
+            np.concatenate(features) if len(features) == len(outs) else None)
 
 
 def _check_labels(backend: OnnxRuntimeBackend, expected: ModelSpec, what: str) -> None:
@@ -134,16 +153,38 @@ def _check_labels(backend: OnnxRuntimeBackend, expected: ModelSpec, what: str) -
 
 
 def _torch_logits(model: Any, images: Sequence[np.ndarray], spec: ModelSpec,
-                  batch_size: int) -> np.ndarray:
+                  batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(logits, features) of the PyTorch model; features are what ``fc`` reads (the pooled
+    vector, or the embedding of a model with an embedding head), taken with a hook."""
     import torch
 
     model.eval()
-    chunks = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = torch.from_numpy(preprocess_batch(images[i:i + batch_size], spec))
-            chunks.append(model(batch).float().numpy())
-    return np.concatenate(chunks)
+    chunks, features = [], []
+    hook = model.fc.register_forward_hook(
+        lambda _m, inputs, _o: features.append(inputs[0].float().numpy()))
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                batch = torch.from_numpy(preprocess_batch(images[i:i + batch_size], spec))
+                chunks.append(model(batch).float().numpy())
+    finally:
+        hook.remove()
+    return np.concatenate(chunks), np.concatenate(features)
+
+
+def _with_features(report: ParityReport, reference: np.ndarray,
+                   candidate: Optional[np.ndarray]) -> ParityReport:
+    """The report with the ``features`` output compared too (same atol/rtol rule)."""
+    import dataclasses
+
+    if candidate is None:
+        return report
+    if candidate.shape != reference.shape:
+        raise ParityError(f"{report.candidate} gives features of shape {candidate.shape}, "
+                          f"{report.reference} {reference.shape}; the graph is not this model")
+    diff = float(np.abs(reference.astype(np.float64) - candidate).max())
+    return dataclasses.replace(report, features_max_abs_diff=diff, features_tolerance=(
+        report.atol + report.rtol * float(np.abs(reference).max())))
 
 
 def _check_images(images: Sequence[np.ndarray], batch_size: int) -> None:
@@ -157,7 +198,8 @@ def check_parity(model: Any, onnx_path: "str | Path", images: Sequence[np.ndarra
                  spec_of_model: ModelSpec, *, atol: float = DEFAULT_ATOL,
                  min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
                  rtol: float = DEFAULT_RTOL, batch_size: int = 8) -> ParityReport:
-    """Compare PyTorch FP32 logits with the ONNX graph's on ``images`` (uint8 RGB HxWx3).
+    """Compare PyTorch FP32 logits with the ONNX graph's on ``images`` (uint8 RGB HxWx3), and
+    its ``features`` output, when it has one, with what the model's ``fc`` reads (same bound).
 
     ``spec_of_model`` is the PyTorch model's own (unfused) spec. Raises :class:`ParityError`
     when the max |logit difference| exceeds ``atol + rtol * max |reference logit|`` or top-1
@@ -169,14 +211,14 @@ def check_parity(model: Any, onnx_path: "str | Path", images: Sequence[np.ndarra
     if spec_of_model.fused_preprocessing:
         raise InputError("spec_of_model must be the PyTorch model's spec (float input), "
                          "not the fused graph's")
-    reference = _torch_logits(model, images, spec_of_model, batch_size)
+    reference, ref_features = _torch_logits(model, images, spec_of_model, batch_size)
     with OnnxRuntimeBackend(onnx_path) as backend:
         _check_labels(backend, spec_of_model, "the PyTorch model")
-        candidate = _backend_logits(backend, images, batch_size)
-    return _raise_if_failed(compare_logits(
+        candidate, features = _backend_outputs(backend, images, batch_size)
+    return _raise_if_failed(_with_features(compare_logits(
         reference, candidate, reference_name="pytorch-fp32",
         candidate_name=f"onnxruntime:{Path(onnx_path).name}", atol=atol,
-        min_top1_agreement=min_top1_agreement, rtol=rtol))
+        min_top1_agreement=min_top1_agreement, rtol=rtol), ref_features, features))
 
 
 def check_fused_vs_unfused(fused_onnx: "str | Path", unfused_onnx: "str | Path",

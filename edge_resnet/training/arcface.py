@@ -1,17 +1,19 @@
 """ArcFace (additive angular margin, Deng et al. 2019; InsightFace) for ``finetune --loss arcface``.
 
-The embedding is ResNet50's pooled 2048-d feature, L2-normalised; the class centres are the rows
-of a cosine classifier. Training adds the margin ``m`` to the angle between an embedding and its
-own class centre, ``s * cos(theta + m)``, which pulls each identity's embeddings together and
-pushes identities apart by an angle: what a gallery matched by cosine similarity needs.
+The embedding is L2-normalised and the class centres are the rows of a cosine classifier.
+Training adds the margin ``m`` to the angle between an embedding and its own class centre,
+``s * cos(theta + m)``, which pulls each identity's embeddings together and pushes identities
+apart by an angle: what a gallery matched by cosine similarity needs.
 
-Why no separate 512-d projection head: every stage of this SDK (ONNX export with ``features``,
-Q/DQ calibration, TensorRT builds, fingerprints, bundles) is built for torchvision's ResNet50
-layout, and a projection would be a second network for each of them to learn. After training
-the cosine classifier becomes an ordinary ``fc`` (rows = unit class centres x ``s``, no bias),
-so the checkpoint is a plain ResNet50 whose exported ``features`` output is the embedding and
-whose logits rank classes exactly as the cosine classifier does (each logit is the cosine times
-``s`` times the feature norm, which is the same for every class of one image).
+By default the embedding is the output of InsightFace's embedding head (512-d, signed;
+:mod:`edge_resnet.export.embedding`) on top of ResNet50's pooled features; with
+``embedding_dim=0`` it is the pooled 2048-d feature itself, which is non-negative (after ReLU
+and average pooling), so all embeddings lie in one orthant and cosines between identities
+start high. After training the cosine classifier becomes an ordinary ``fc`` (rows = unit class
+centres x ``s``, no bias), so the checkpoint loads and exports like any other: the exported
+``features`` output is the embedding (raw, not normalised), and the logits rank classes exactly
+as the cosine classifier does (each logit is the cosine times ``s`` times the embedding's norm,
+which is the same for every class of one image).
 Host side (torch).
 """
 

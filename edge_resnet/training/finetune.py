@@ -212,15 +212,23 @@ def _train_epoch(model: nn.Module, data: _Pixels, spec: ModelSpec, opt: torch.op
     return total / max(seen, 1)
 
 
-def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Any:
-    """The loss function; for ArcFace also swaps ``fc`` for a cosine classifier (trained from
-    the start: ArcFace's class centres are its own, not a softmax layer's)."""
+def _loss_head(model: nn.Module, loss: LossOptions, num_classes: int) -> Tuple[nn.Module, Any]:
+    """(model to train, loss function). With ``loss.embedding_dim`` the ResNet gets the
+    embedding head (and an ``fc`` on the embedding); for ArcFace ``fc`` becomes a cosine
+    classifier (trained from the start: ArcFace's class centres are its own, not a softmax
+    layer's)."""
+    from edge_resnet.export.embedding import POOLED_FEATURES, EmbeddingResNet
+
+    width = POOLED_FEATURES
+    if loss.head_dim is not None:
+        model = EmbeddingResNet(model, loss.head_dim, num_classes, loss.embedding_dropout)
+        width = loss.head_dim
     if loss.name == "ce":
-        return nn.CrossEntropyLoss()
+        return model, nn.CrossEntropyLoss()
     from edge_resnet.training.arcface import ArcFaceLoss, CosineClassifier
 
-    model.fc = CosineClassifier(2048, num_classes, loss.scale)  # ResNet50's feature width
-    return ArcFaceLoss(loss.margin, loss.scale)
+    model.fc = CosineClassifier(width, num_classes, loss.scale)
+    return model, ArcFaceLoss(loss.margin, loss.scale)
 
 
 def _check_args(resolution: int, resize: Optional[int], epochs: int, batch_size: int, lr: float,
@@ -252,7 +260,9 @@ def finetune(data_dir: "str | Path", out_checkpoint: "str | Path", *, resolution
     work 1 thread can be several times faster, as OpenMP threads then wait on each other).
     ``device`` trains on ``cuda``/``cuda:N`` when asked (the checkpoint is saved from the CPU).
     ``loss`` picks softmax cross-entropy (default) or ArcFace for embeddings made for
-    matching (:class:`LossOptions`); either way the checkpoint is a plain ResNet50.
+    matching, with or without an embedding head (:class:`LossOptions`; ArcFace gets a 512-d
+    head by default). Without a head the checkpoint is a plain ResNet50; with one it records
+    ``embedding_dim`` and export's ``features`` output is the embedding.
     Deterministic for a seed, machine, torch version and thread count.
     """
     _check_args(resolution, resize, epochs, batch_size, lr, val_fraction, init)
@@ -288,7 +298,7 @@ def _finetune(data_dir: Path, out_checkpoint: Path, resolution: int, resize: Opt
     if len(train) < 2:
         raise DataError(f"{data_dir}: need at least 2 readable training images, got {len(train)}")
     model, used_init = _build_model(init, len(spec.labels))
-    loss_fn = _loss_head(model, loss, len(spec.labels))
+    model, loss_fn = _loss_head(model, loss, len(spec.labels))
     model.to(device)
     log.info("fine-tuning ResNet50 (init=%s) on %d images, validating on %d, %d classes",
              used_init, len(train), len(val), len(spec.labels))

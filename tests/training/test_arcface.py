@@ -1,5 +1,6 @@
-"""ArcFace fine-tuning: the loss's arithmetic, the plain-ResNet50 checkpoint it leaves, and the
-whole path finetune --loss arcface -> export --features -> gallery eval on unseen glyphs.
+"""ArcFace fine-tuning: the loss's arithmetic, the checkpoint it leaves (ResNet50 + the 512-d
+embedding head + a plain ``fc``), and the whole path finetune --loss arcface -> export
+--features -> gallery eval on unseen glyphs.
 
 Training here is tiny (8 identities, 2 epochs on CPU): it checks the mechanics, not accuracy.
 The comparison with classifier features is measured by benchmarks/faceid.py (docs/face-id.md).
@@ -86,12 +87,13 @@ def test_finetune_arcface_export_features_and_gallery_eval(
         glyph_dirs: Dict[str, Path], arcface_ckpt: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture) -> None:
     ckpt, onnx = arcface_ckpt, tmp_path / "arc.onnx"
-    loaded = load_model(str(ckpt))                      # a plain ResNet50 checkpoint
+    loaded = load_model(str(ckpt))                      # ResNet50 + embedding head + fc
     recipe = loaded.extra["recipe"]
-    assert (recipe["loss"], recipe["arcface_margin"], recipe["arcface_scale"]) == \
-        ("arcface", 0.2, 16.0)
+    assert (recipe["loss"], recipe["arcface_margin"], recipe["arcface_scale"],
+            recipe["embedding_dim"]) == ("arcface", 0.2, 16.0, 512)
+    assert loaded.embedding_dim == loaded.extra["embedding_dim"] == 512
     fc = loaded.model.fc
-    assert isinstance(fc, torch.nn.Linear) and fc.out_features == 8
+    assert isinstance(fc, torch.nn.Linear) and (fc.in_features, fc.out_features) == (512, 8)
     torch.testing.assert_close(fc.weight.norm(dim=1), torch.full((8,), 16.0))
     assert main(["export", str(ckpt), "--out", str(onnx), "--features", "--no-check"]) == 0
     report, plots = tmp_path / "eval.json", tmp_path / "plots"
@@ -111,9 +113,10 @@ def test_finetune_arcface_export_features_and_gallery_eval(
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
-def test_onnx_features_equal_the_checkpoints_pooled_features(
+def test_onnx_features_equal_the_checkpoints_embedding(
         glyph_dirs: Dict[str, Path], arcface_ckpt: Path, tmp_path: Path) -> None:
-    """What gallery eval matches on is exactly the trunk's pooled vector the loss trained."""
+    """What gallery eval matches on is exactly the embedding the loss trained (raw: the
+    gallery normalises it)."""
     from edge_resnet.backends import load_backend
     from edge_resnet.export.onnx_export import export_onnx
     from edge_resnet.images import ImageFolder
@@ -130,7 +133,7 @@ def test_onnx_features_equal_the_checkpoints_pooled_features(
         expected = trunk(torch.from_numpy(batch)).numpy()
     with load_backend("onnxruntime", tmp_path / "arc1.onnx", threads=2) as backend:
         got = backend.infer(batch).features
-    assert got is not None
+    assert got is not None and got.shape == (8, 512)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
 
 
