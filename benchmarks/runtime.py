@@ -11,12 +11,20 @@ Writes a 640x480 video with OpenCV (moving shapes over a gradient, mp4v), then i
     python benchmarks/runtime.py MODEL [--fused-model FUSED] [--backend openvino] [--threads 2]
 
 Prints the numbers (and JSON with --json). The target is pipeline FPS >= 90 % of the raw rate.
+
+``--compare-tree OLD`` measures two SDK trees in one run: this script runs one round at a time
+in a child process with ``PYTHONPATH=OLD`` and then with this checkout (order swapped every
+round, so drift of a shared machine's load hits both alike), and prints each tree's medians and
+the ratio new/old of the raw rate and of the pipeline FPS (e.g. ``git worktree add
+/tmp/before HEAD~1``; the child uses only API both trees have).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,6 +122,44 @@ def measure(args: argparse.Namespace, video: Path) -> Dict[str, Any]:
     return result
 
 
+def _child(tree: Path, args: argparse.Namespace, video: Path, out: Path) -> Dict[str, Any]:
+    """One round of this script on ``tree``'s SDK (a child process, its own imports)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), args.model, "--backend", args.backend,
+           "--threads", str(args.threads), "--runs", str(args.runs), "--rounds", "1",
+           "--batch", str(args.batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--io-niceness", str(args.io_niceness), "--video", str(video), "--json", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    result: Dict[str, Any] = json.loads(out.read_text())[0]
+    return result
+
+
+def compare_trees(args: argparse.Namespace, video: Path, tmp: Path) -> int:
+    """Alternate rounds between ``--compare-tree`` (old) and this checkout (new)."""
+    trees = {"old": Path(args.compare_tree).resolve(), "new": Path(__file__).resolve().parents[1]}
+    rounds: Dict[str, List[Dict[str, Any]]] = {"old": [], "new": []}
+    for i in range(args.rounds):
+        for name in (("old", "new") if i % 2 == 0 else ("new", "old")):
+            r = _child(trees[name], args, video, tmp / f"{name}{i}.json")
+            rounds[name].append(r)
+            print(f"round {i + 1} {name}: raw bs1 {r['raw_bs1_fps']:.1f} img/s, pipeline "
+                  f"{r['pipeline_fps']:.1f} FPS", file=sys.stderr)
+    med = {name: {key: float(np.median([r[key] for r in rs]))
+                  for key in ("raw_bs1_fps", "pipeline_fps")} for name, rs in rounds.items()}
+    print(f"{Path(args.model).name} on {args.backend} ({args.threads} threads, pipeline batch "
+          f"{args.batch}), medians of {args.rounds} alternated rounds:")
+    for name in ("old", "new"):
+        print(f"  {name} ({trees[name]}): raw bs1 {med[name]['raw_bs1_fps']:.1f} img/s, "
+              f"pipeline {med[name]['pipeline_fps']:.1f} FPS")
+    for key, label in (("raw_bs1_fps", "raw bs1"), ("pipeline_fps", "pipeline")):
+        print(f"  new/old {label}: {med['new'][key] / med['old'][key]:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"trees": {k: str(v) for k, v in trees.items()},
+                                               "medians": med, "rounds": rounds},
+                                              indent=2) + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -130,10 +176,17 @@ def main() -> int:
     parser.add_argument("--io-niceness", type=int, default=PipelineConfig().io_niceness,
                         help="priority step of capture/preprocess threads below inference")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--video", help="use this video instead of writing a scene video")
+    parser.add_argument("--compare-tree", metavar="OLD",
+                        help="another checkout of the SDK: alternate rounds old/new, print both "
+                        "and the ratio")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        video = write_scene_video(Path(tmp) / "scene.mp4", args.frames)
+        video = Path(args.video) if args.video else \
+            write_scene_video(Path(tmp) / "scene.mp4", args.frames)
+        if args.compare_tree:
+            return compare_trees(args, video, Path(tmp))
         for model in [args.model] + ([args.fused_model] if args.fused_model else []):
             args.model = model
             results.append(measure(args, video))
