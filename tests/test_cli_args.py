@@ -14,8 +14,6 @@ from edge_resnet import cli_args
 from edge_resnet.backends.base import backend_names
 from edge_resnet.backends.reference import parse_model_ref
 from edge_resnet.cli import build_parser, main
-from edge_resnet.core import InputError
-from edge_resnet.runtime.postprocess import Postprocessor
 
 # Flags spelled differently before the argument groups; none may show in any command's --help.
 _OLD = ("--batch", "--max-images", "--json-out")
@@ -124,13 +122,6 @@ def test_library_names_become_the_failing_commands_flags() -> None:
     assert cli_args.in_flag_terms("max_drop and max_drop_upper", evaluate) \
         == "--max-drop and --max-drop-upper"
     assert cli_args.in_flag_terms("spec.top_k=0", run) == "spec.top_k=0"
-
-
-def test_library_errors_name_parameters_not_flags() -> None:
-    with pytest.raises(InputError, match=r"^top_k=0: must be >= 1"):
-        Postprocessor(["a", "b"], k=0)
-    with pytest.raises(InputError, match=r"^threshold=1.5: must be a probability in \[0, 1\]$"):
-        Postprocessor(["a", "b"], threshold=1.5)
 
 
 def test_cli_says_a_nested_commands_library_error_in_its_flags(

@@ -100,14 +100,14 @@ def _int8_weight_models(models: List[Tuple[Path, Tuple[str, Dict[str, str]]]], t
         else:
             out.append((path, (precision, meta)))
     if not converted:
-        raise InputError("--int8-weights: no INT8 QDQ --model to convert")
+        raise InputError("int8_weights: no INT8 QDQ model among BundleSpec.models to convert")
     return out, converted
 
 
 def _golden_images(folder: Optional[Path], count: int, size: int) -> List[np.ndarray]:
     """``count`` images from the user's folder, or deterministic synthetic scenes."""
     if count < 1:
-        raise InputError(f"--golden-count must be at least 1, got {count}")
+        raise InputError(f"golden_count={count}: must be at least 1")
     if folder is not None:
         from edge_resnet.images import ImageFolder, read_image
 
@@ -141,7 +141,7 @@ def _tolerances(spec: BundleSpec, models: List[Tuple[Path, str]], golden: Golden
         if max_abs > tol:
             raise BundleError(f"{path}: on this host its logits differ from the reference by "
                               f"{max_abs:.4g} > the {precision} tolerance {tol:.4g}; fix the "
-                              "model or raise --tolerance")
+                              "model or raise BundleSpec.tolerance")
         slack = 0.0 if precision == "fp32" else 1.0 / count
         agree_min = max(0.0, agree - slack)
         old = tolerance.get(precision)
@@ -227,9 +227,9 @@ def _check_spec(spec: BundleSpec) -> None:
     parse_version(spec.version)
     parse_version(spec.min_sdk_version)
     if not spec.models:
-        raise InputError("a bundle needs at least one --model")
+        raise InputError("a bundle needs at least one model (BundleSpec.models is empty)")
     if spec.latency_budget_ms <= 0:
-        raise InputError("--latency-budget-ms must be positive")
+        raise InputError(f"latency_budget_ms={spec.latency_budget_ms}: must be positive")
     if spec.devices:
         from edge_resnet.devices.profiles import get_profile
 
@@ -237,7 +237,8 @@ def _check_spec(spec: BundleSpec) -> None:
             get_profile(name)
     unknown = sorted(set(spec.tolerance) - set(PRECISIONS))
     if unknown:
-        raise InputError(f"--tolerance for unknown precision(s) {unknown}; use {PRECISIONS}")
+        raise InputError(f"BundleSpec.tolerance names unknown precision(s) {unknown}; use "
+                         f"{PRECISIONS}")
 
 
 def create_bundle(spec: BundleSpec) -> Manifest:

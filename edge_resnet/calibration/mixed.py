@@ -147,7 +147,7 @@ def search_mixed(fp32: "object", qdq: "object", batches: Sequence[np.ndarray],
                  progress: bool = True) -> Tuple["object", MixedResult]:
     """Smallest set of most-sensitive Convs to keep float so the top-1 drop <= ``max_drop``."""
     if not max_drop >= 0:
-        raise InputError(f"--max-drop must be >= 0 points, got {max_drop}")
+        raise InputError(f"max_drop must be >= 0 points, got {max_drop}")
     runner = _Runner(batches, threads)
     ref = runner.logits(fp32)
     fp32_top1 = _top1(ref, labels)
@@ -180,7 +180,7 @@ def search_mixed(fp32: "object", qdq: "object", batches: Sequence[np.ndarray],
                 f"top-1 drop {drop:.2f} points with the {k} most sensitive layers in float "
                 f"(the limit) still exceeds the budget of {max_drop:g} points (plain INT8: "
                 f"{result.plain_drop:.2f}); use a better calibration method or more images, a "
-                "larger --max-drop or a higher --max-float-layers")
+                "larger max_drop or a higher max_float_layers")
         low, k = k, min(2 * k, len(ranked))
     high = best[0]
     while high - low > 1:

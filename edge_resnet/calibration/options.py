@@ -57,7 +57,7 @@ class MethodOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.percentile <= 100.0:
-            raise InputError(f"percentile must be in (0, 100], got {self.percentile}")
+            raise InputError(f"percentile={self.percentile}: must be in (0, 100]")
         if self.start_bin < 1 or self.stride < 1:
             raise InputError("start_bin and stride must be positive")
         if not 2 <= self.num_bits <= 16:
@@ -140,7 +140,7 @@ class CalibrationOptions:
             raise InputError("auto and all stand alone; do not combine them with other methods")
         object.__setattr__(self, "methods", methods)
         if self.threads < 0:
-            raise InputError(f"threads must be >= 0, got {self.threads}")
+            raise InputError(f"threads={self.threads}: must be >= 0")
 
     @property
     def scored_methods(self) -> Tuple[str, ...]:

@@ -184,7 +184,7 @@ class ActivationStats:
             raise CalibrationError(
                 f"{path} holds statistics of another model (fingerprint "
                 f"{meta['fingerprint'][:12]} != {fingerprint[:12]}); re-run calibration without "
-                "--stats or pass the statistics of this model")
+                "stats_path or pass the statistics of this model")
         tensors = {name: TensorStats(name, float(s[0]), float(s[1]), hist[i].astype(np.int64),
                                      float(s[2]), int(s[3]))
                    for i, (name, s) in enumerate(zip(meta["names"], scalars))}

@@ -185,7 +185,7 @@ def _match_jetson(model: str, parts: Sequence[str], memory_gb: Optional[float],
     by_model = [p for p in profiles if p.is_jetson
                 and any(model == m or model.startswith(m) for m in p.device_tree_models)]
     if not by_model:
-        return None, (f"device-tree model {model!r} matches no profile; pass --device "
+        return None, (f"device-tree model {model!r} matches no profile; name the profile "
                       "(`edge-resnet devices` lists them)")
     if len(by_model) == 1 or memory_gb is None:
         names = ", ".join(p.name for p in by_model)

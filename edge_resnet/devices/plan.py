@@ -150,27 +150,28 @@ def _check_hardware(profile: DeviceProfile, version: tv.TrtVersion,
                     request: BuildRequest) -> None:
     if request.precision == "int8" and not profile.fast_int8:
         raise PlanError(f"{profile.display_name} has no fast INT8 (compute capability "
-                        f"{profile.compute_capability}); build --precision fp16 instead")
+                        f"{profile.compute_capability}); build with precision=fp16 instead")
     if request.precision == "fp16" and not profile.fast_fp16:
-        raise PlanError(f"{profile.display_name} has no fast FP16; build --precision fp32")
+        raise PlanError(f"{profile.display_name} has no fast FP16; build with precision=fp32")
     if request.max_gpu_fallback is not None and request.dla_core is None:
-        raise PlanError("--max-gpu-fallback limits layers leaving the DLA: give --dla N too")
+        raise PlanError("max_gpu_fallback limits layers leaving the DLA: give dla_core too")
     if request.dla_core is None:
         return
     if profile.dla_cores == 0:
-        raise PlanError(f"{profile.display_name} has no DLA; drop --dla to build for the GPU")
+        raise PlanError(f"{profile.display_name} has no DLA; drop dla_core to build for the GPU")
     if not 0 <= request.dla_core < profile.dla_cores:
         raise PlanError(f"{profile.display_name} has {profile.dla_cores} DLA core(s): "
-                        f"use --dla 0{'' if profile.dla_cores == 1 else ' or --dla 1'}")
+                        f"use dla_core=0{'' if profile.dla_cores == 1 else ' or dla_core=1'}")
     if not tv.dla_supported(version, profile.dla_cores):
         raise PlanError(f"TensorRT {version} has no DLA support on {profile.display_name} "
                         "(10.8–10.x and 11.0–11.3 dropped it; 11.4 restores it on AGX Orin): "
-                        "drop --dla, or build with TensorRT 8.5–10.7")
+                        "drop dla_core, or build with TensorRT 8.5–10.7")
     if request.precision == "fp32":
-        raise PlanError("the DLA runs FP16 and INT8 only: use --precision fp16 or int8 with --dla")
+        raise PlanError("the DLA runs FP16 and INT8 only: use precision=fp16 or int8 with "
+                        "dla_core")
     if not request.batch.fixed:
         raise PlanError(f"the DLA needs a fixed batch size; got {request.batch}: "
-                        f"use --batch {request.batch.opt}")
+                        f"use batch profile {request.batch.opt}")
 
 
 def _choose_fp16(artifacts: BuildArtifacts, version: tv.TrtVersion, dla: bool,
@@ -194,7 +195,7 @@ def _choose_fp16(artifacts: BuildArtifacts, version: tv.TrtVersion, dla: bool,
 
 def _check_cache(artifacts: BuildArtifacts, version: tv.TrtVersion) -> str:
     if artifacts.calibration_cache is None:
-        raise PlanError("INT8 needs the QDQ ONNX, or the FP32 ONNX with --calibration-cache "
+        raise PlanError("INT8 needs the QDQ ONNX, or the FP32 ONNX with calibration_cache "
                         "(both written by `edge-resnet calibrate`)")
     header = artifacts.cache_header
     expected = tv.cache_version(version)
@@ -218,7 +219,7 @@ def _choose_int8(artifacts: BuildArtifacts, version: tv.TrtVersion, dla: bool,
     if not tv.implicit_int8_supported(version):
         if artifacts.calibration_cache is not None:
             raise PlanError(f"TensorRT {version} removed implicit INT8: a calibration cache "
-                            "cannot be used; drop --calibration-cache and give the QDQ ONNX")
+                            "cannot be used; drop calibration_cache and give the QDQ ONNX")
         if qdq is None:
             raise PlanError(f"TensorRT {version} builds INT8 only from Q/DQ: give the QDQ ONNX "
                             "that `edge-resnet calibrate` writes")
@@ -227,19 +228,19 @@ def _choose_int8(artifacts: BuildArtifacts, version: tv.TrtVersion, dla: bool,
     if dla and tv.dla_int8_needs_calibration_cache(version):
         if fp32 is None:
             raise PlanError(f"DLA INT8 on TensorRT {version} takes calibration scales, not Q/DQ: "
-                            "give the FP32 ONNX and --calibration-cache")
+                            "give the FP32 ONNX and calibration_cache")
         calibrator = _check_cache(artifacts, version)
         reasons.append("DLA INT8 before TensorRT 11 reads per-tensor scales from the "
                        "calibration cache (FP32 ONNX + cache), not Q/DQ")
         return fp32, False, ["INT8", "FP16"], calibrator
     if qdq is not None:
         if artifacts.calibration_cache is not None:
-            raise PlanError("the QDQ ONNX carries its scales: drop --calibration-cache, or give "
+            raise PlanError("the QDQ ONNX carries its scales: drop calibration_cache, or give "
                             "the FP32 ONNX to build from the cache")
         reasons.append("explicit INT8 from the QDQ ONNX; FP16 allowed for unquantized layers")
         return qdq, False, ["INT8", "FP16"], None
     if fp32 is None:
-        raise PlanError("INT8 needs the QDQ ONNX, or the FP32 ONNX with --calibration-cache")
+        raise PlanError("INT8 needs the QDQ ONNX, or the FP32 ONNX with calibration_cache")
     calibrator = _check_cache(artifacts, version)
     reasons.append("implicit INT8: FP32 ONNX + calibration cache (calibrator class from its header)")
     return fp32, False, ["INT8", "FP16"], calibrator
@@ -255,14 +256,14 @@ def _default_workspace(profile: DeviceProfile) -> int:
 def _check_artifact(model: OnnxArtifact, version: tv.TrtVersion, request: BuildRequest) -> None:
     if model.input_dtype == "uint8" and not tv.uint8_input_supported(version):
         raise PlanError(f"{model.path} takes uint8 frames (fused preprocessing); TensorRT "
-                        f"{version} has no uint8 network input (8.5+): export without "
-                        "--fuse-preprocessing")
+                        f"{version} has no uint8 network input (8.5+): re-export it without fused "
+                        "preprocessing")
     cap = tv.max_onnx_opset(version)
     if model.opset > cap:
         raise PlanError(f"{model.path} uses ONNX opset {model.opset}; TensorRT {version}'s "
-                        f"parser reads up to {cap}: re-export with --opset {cap}")
+                        f"parser reads up to {cap}: re-export with opset {cap}")
     if model.batch is not None and not (request.batch.min == request.batch.max == model.batch):
-        raise PlanError(f"{model.path} has a fixed batch of {model.batch}: use --batch "
+        raise PlanError(f"{model.path} has a fixed batch of {model.batch}: use batch profile "
                         f"{model.batch}, or export with a dynamic batch")
 
 
@@ -323,6 +324,6 @@ def _optimization_level(request: BuildRequest, version: tv.TrtVersion) -> Option
     if not tv.builder_optimization_level_supported(version):
         if level is not None:
             raise PlanError(f"TensorRT {version} has no builder optimization level (8.6+): "
-                            "drop --opt-level")
+                            "drop optimization_level")
         return None
     return 3 if level is None else level

@@ -97,7 +97,7 @@ def _configure_dla(builder: "trt.Builder", config: "trt.IBuilderConfig",
         return []
     if builder.num_DLA_cores <= plan.dla_core:
         raise InputError(f"TensorRT sees {builder.num_DLA_cores} DLA core(s) here; "
-                         f"--dla {plan.dla_core} is not one of them")
+                         f"dla_core={plan.dla_core} is not one of them")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = plan.dla_core
     fallback = _dla_fallback(config, network)
@@ -105,7 +105,7 @@ def _configure_dla(builder: "trt.Builder", config: "trt.IBuilderConfig",
     if limit is not None and len(fallback) > limit:
         listed = ", ".join(f"{name} ({kind})" for name, kind in fallback[:8])
         raise ModelError(f"{len(fallback)} layers cannot run on the DLA (limit "
-                         f"--max-gpu-fallback {limit}): {listed}; their layer types are not "
+                         f"max_gpu_fallback={limit}): {listed}; their layer types are not "
                          "DLA-supported (a stock ResNet50 head: GlobalAveragePool/Flatten)")
     return fallback
 

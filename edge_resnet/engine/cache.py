@@ -124,7 +124,7 @@ def ensure_writable(folder: "str | Path") -> Path:
             pass
     except OSError as exc:
         raise InputError(f"engine folder {path} is not writable ({exc.strerror}): choose "
-                         "another --out or fix its permissions, or every start rebuilds") from exc
+                         "another out_dir or fix its permissions, or every start rebuilds") from exc
     return path
 
 

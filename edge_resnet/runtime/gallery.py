@@ -170,8 +170,9 @@ def embed_images(backend: Backend, images: Sequence[np.ndarray], batch_size: int
         batch = preprocess_batch(images[i:i + batch_size], backend.spec, color_order=color_order)
         out = backend.infer(batch)
         if out.features is None:
-            raise ModelError("this model has no features output; export it with features "
-                             "(`edge-resnet export --features`) to use a gallery")
+            raise ModelError("this model has no features output; export it with "
+                             "with_features=True (`edge-resnet export --features`) to use a "
+                             "gallery")
         chunks.append(out.features.reshape(out.features.shape[0], -1))
     feats = l2_normalize(np.concatenate(chunks))
     if not np.isfinite(feats).all():
@@ -255,5 +256,5 @@ def match_threshold(value: Optional[float], gallery: Gallery) -> float:
     if value is None:
         return gallery.suggested_threshold
     if not -1.0 <= value <= 1.0:
-        raise InputError(f"--match-threshold is a cosine similarity in [-1, 1], got {value}")
+        raise InputError(f"match_threshold={value}: must be a cosine similarity in [-1, 1]")
     return value

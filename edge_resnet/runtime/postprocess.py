@@ -56,11 +56,11 @@ class Postprocessor:
     def __init__(self, labels: Sequence[str], k: int = 5, smoothing: int = 1,
                  threshold: float = 0.0) -> None:
         if k < 1:
-            raise InputError(f"--top-k must be >= 1, got {k}")
+            raise InputError(f"top_k={k}: must be >= 1 (classes per result)")
         if smoothing < 1:
-            raise InputError(f"--smooth must be >= 1 frame, got {smoothing}")
+            raise InputError(f"smoothing={smoothing}: must be >= 1 frame")
         if not 0.0 <= threshold <= 1.0:
-            raise InputError(f"--threshold must be a probability in [0, 1], got {threshold}")
+            raise InputError(f"threshold={threshold}: must be a probability in [0, 1]")
         self.labels = tuple(labels)
         self.k = k
         self.threshold = threshold

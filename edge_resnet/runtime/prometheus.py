@@ -106,17 +106,17 @@ def start_metrics_server(metrics: PipelineMetrics, events: EventLog, port: int,
         from prometheus_client import CollectorRegistry, start_http_server
         from prometheus_client.process_collector import ProcessCollector
     except ImportError as exc:
-        raise DependencyError("--metrics-port needs prometheus_client: "
+        raise DependencyError("metrics_port needs prometheus_client: "
                               "`pip install prometheus_client`") from exc
     if not 0 <= port <= 65535:
-        raise InputError(f"--metrics-port must be 0-65535, got {port}")
+        raise InputError(f"metrics_port={port}: must be 0-65535")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(metrics, events))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     try:
         started: Optional[Any] = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise InputError(f"--metrics-port {port} on {host}: {exc.strerror or exc} "
+        raise InputError(f"metrics_port={port} on {host}: {exc.strerror or exc} "
                          "(choose a free port)") from exc
     if not isinstance(started, tuple):
         raise DependencyError("prometheus_client is too old (start_http_server returned no "

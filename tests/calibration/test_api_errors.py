@@ -63,8 +63,8 @@ def test_folder_of_non_images(tmp_path: Path, digits_onnx: Path) -> None:
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: MethodOptions(percentile=0.0), r"percentile must be in \(0, 100\]"),
-    (lambda: MethodOptions(percentile=100.01), r"percentile must be in \(0, 100\]"),
+    (lambda: MethodOptions(percentile=0.0), r"percentile=0.0: must be in \(0, 100\]"),
+    (lambda: MethodOptions(percentile=100.01), r"percentile=100.01: must be in \(0, 100\]"),
     (lambda: ReaderOptions(num_images=0), "num_images must be a positive number, got 0"),
     (lambda: CalibrationOptions(methods=("kl",)), "unknown calibration method"),
     (lambda: CalibrationOptions(methods=("auto", "mse")), "auto and all stand alone"),
@@ -81,8 +81,8 @@ def test_bad_options(make: Any, match: str) -> None:
 def test_cli_names_its_flags_in_option_errors(capsys: pytest.CaptureFixture,
                                               digits_onnx: Path, tmp_path: Path) -> None:
     assert main(["calibrate", str(digits_onnx), str(tmp_path), "--out", str(tmp_path / "o"),
-                 "--num-images", "0"]) == 2
-    assert "--num-images must be a positive number, got 0" in capsys.readouterr().err
+                 "--percentile", "0"]) == 2
+    assert "--percentile 0.0: must be in (0, 100]" in capsys.readouterr().err
     assert main(["calibrate", str(digits_onnx), str(tmp_path), "--out", str(tmp_path / "o"),
                  "--max-drop", "0.5"]) == 2
     assert "--max-drop needs --eval-data" in capsys.readouterr().err

@@ -48,8 +48,9 @@ def test_temporal_smoothing_averages_the_last_frames() -> None:
     assert results[3].prob == pytest.approx((0.8 + 0.7 + 0.9) / 3, abs=1e-4)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"k": 0}, "top-k"), ({"smoothing": 0}, "smooth"),
-                                          ({"threshold": 1.5}, "threshold")])
+@pytest.mark.parametrize("kwargs,match", [
+    ({"k": 0}, r"^top_k=0: must be >= 1"), ({"smoothing": 0}, r"^smoothing=0: must be >= 1 frame"),
+    ({"threshold": 1.5}, r"^threshold=1.5: must be a probability in \[0, 1\]$")])
 def test_postprocessor_rejects_bad_options(kwargs: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         Postprocessor(LABELS, **kwargs)
