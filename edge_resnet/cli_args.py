@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
-__all__ = ["positive_int", "add_deprecated_alias", "add_backend_args", "backend_options",
+__all__ = ["positive_int", "add_deprecated_alias", "add_backend_args", "add_backends_list_args", "backend_options",
            "add_threads_args",
            "add_batch_args", "add_images_args", "add_seed_args", "add_progress_args",
            "add_output_args", "add_report_args", "add_json_args", "add_playback_args",
@@ -95,6 +95,25 @@ def add_backend_args(p: Any, threads: bool = True, extra: str = "") -> None:
                         "Runtime; the choice and the reason are logged)" + extra)
     if threads:
         add_threads_args(p, "CPU inference threads (0: the backend's default)")
+
+
+def add_backends_list_args(p: Any, default: Sequence[str]) -> None:
+    """``--backends a,b``: several backends to compare, each one of ``--backend``'s choices."""
+    from edge_resnet.backends.base import backend_names
+
+    known = ["auto"] + backend_names()
+
+    def names(text: str) -> List[str]:
+        listed = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in listed if name not in known]
+        if unknown or not listed:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(known)}, "
+                                             "comma-separated")
+        return listed
+
+    p.add_argument("--backends", type=names, default=list(default), metavar="NAME[,NAME...]",
+                   help=f"comma-separated backends to compare, from {', '.join(known)} "
+                        "(default auto: chosen per model, the table says which and why)")
 
 
 def backend_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:

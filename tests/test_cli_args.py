@@ -142,3 +142,13 @@ def test_build_refusal_names_build_flags(digits_onnx: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "use --precision fp16 or int8 with --dla" in err
+
+
+def test_bench_backends_list_takes_only_registry_names(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["bench", "m.onnx"]).backends == ["auto"]
+    assert parser.parse_args(["bench", "m.onnx", "--backends", "onnxruntime, auto"]).backends \
+        == ["onnxruntime", "auto"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "m.onnx", "--backends", "onnxruntime,nope"])
+    assert "'onnxruntime,nope': choose from auto, " in capsys.readouterr().err

@@ -11,9 +11,10 @@ import argparse
 import sys
 from typing import Any
 
-from edge_resnet.cli_args import (add_backend_args, add_batch_args, add_images_args,
-                                  add_playback_args, add_report_args, add_results_args,
-                                  add_threads_args, backend_options, positive_int)
+from edge_resnet.cli_args import (add_backend_args, add_backends_list_args, add_batch_args,
+                                  add_images_args, add_playback_args, add_report_args,
+                                  add_results_args, add_threads_args, backend_options,
+                                  positive_int)
 
 __all__ = ["register"]
 
@@ -107,9 +108,7 @@ def _add_bench(subparsers: Any, defaults: Any) -> None:
         description="File size, precision, accuracy (with --data), bs1 latency p50/p90/p99, "
                     "throughput at --batch-size and pipeline FPS (with --video).")
     bench.add_argument("models", nargs="+", help="models to compare")
-    bench.add_argument("--backends", default=",".join(defaults.backends),
-                       help="comma-separated backends (e.g. onnxruntime,openvino; default auto: "
-                            "chosen per model, the table says which and why)")
+    add_backends_list_args(bench, defaults.backends)
     add_threads_args(bench, "CPU inference threads (0: the backend's default)")
     bench.add_argument("--data", help="labeled image folder for accuracy")
     add_images_args(bench, defaults.max_images, "images of --data scored for accuracy")
@@ -173,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 
-    options = BenchOptions(backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+    options = BenchOptions(backends=args.backends,
                            threads=args.threads, data=args.data, max_images=args.num_images,
                            video=args.video, batch=args.batch_size, runs=args.runs)
     rows = run_bench(args.models, options)

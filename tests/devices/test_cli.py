@@ -36,7 +36,7 @@ def test_devices_table_and_json(capsys: Any) -> None:
 
 def test_dry_run_prints_plan_and_engine_name(digits_onnx: Path, tmp_path: Path, capsys: Any) -> None:
     code = main(["build", str(digits_onnx), "--device", "orin-nx-16gb", "--precision", "fp16",
-                 "--trt-version", "10.3.0", "--batch", "1:8:16", "--out", str(tmp_path / "eng"),
+                 "--trt-version", "10.3.0", "--engine-batch", "1:8:16", "--out", str(tmp_path / "eng"),
                  "--dry-run"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)

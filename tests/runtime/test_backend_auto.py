@@ -18,8 +18,8 @@ from edge_resnet.runtime.timing import BenchOptions, format_table, run_bench
 def test_bench_defaults_to_auto_and_says_why(digits_onnx: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
-    assert main(["bench", str(digits_onnx), "--batch", "2", "--runs", "3", "--threads", "1",
-                 "--json", str(out)]) == 0
+    assert main(["bench", str(digits_onnx), "--batch-size", "2", "--runs", "3", "--threads", "1",
+                 "--report", str(out)]) == 0
     table = capsys.readouterr().out
     row, = json.loads(out.read_text())
     expected, reason = choose_backend(digits_onnx, read_cpu_flags(), installed_runtimes())

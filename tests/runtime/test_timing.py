@@ -27,8 +27,8 @@ def test_bench_table_and_json(digits_onnx: Path, digits_dirs: Any,
     out = tmp_path / "bench.json"
     video, _ = digits_video
     code = main(["bench", str(digits_onnx), str(broken), "--backends", ",".join(backends),
-                 "--data", str(digits_dirs.test_dir), "--max-images", "60", "--video", str(video),
-                 "--batch", "4", "--runs", "10", "--threads", "2", "--json", str(out)])
+                 "--data", str(digits_dirs.test_dir), "--num-images", "60", "--video", str(video),
+                 "--batch-size", "4", "--runs", "10", "--threads", "2", "--report", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     rows = json.loads(out.read_text())
