@@ -46,6 +46,10 @@ FLAG_NAMES: Dict[str, str] = {
     "dla_core": "--dla", "max_gpu_fallback": "--max-gpu-fallback",
     "batch profile": "--engine-batch", "calibration_cache": "--calibration-cache",
     "optimization_level": "--opt-level", "precision": "--precision", "out_dir": "--out",
+    "engine_batch": "--engine-batch", "max_wait_ms": "--max-wait-ms", "preprocess": "--preprocess",
+    "commit_after": "--commit-after", "allow_downgrade": "--allow-downgrade",
+    "exact_qdq": "--exact-qdq", "backend": "--backend", "device": "--device",
+    "trust_pickle": "--trust-pickle", "sign_key": "--sign-key", "target_far": "--target-far",
 }
 
 _WARNED: Set[str] = set()
