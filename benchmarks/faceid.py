@@ -51,6 +51,33 @@ def _features(checkpoint: Path, folder: Path, device: str) -> Dict[str, Any]:
             "names": list(data.classes)}
 
 
+def _trained(ckpt: Path) -> "tuple[float, float]":
+    """(final validation accuracy, training seconds) recorded in an existing checkpoint."""
+    from edge_resnet.export.models import load_model
+
+    metrics = load_model(str(ckpt)).extra.get("metrics", {})
+    return float(metrics.get("final_val_accuracy", float("nan"))), float(
+        metrics.get("seconds", float("nan")))
+
+
+def _threshold_table(trials: Dict[str, List[Dict[str, Any]]], target: float) -> str:
+    """Markdown: the enrolment threshold for ``target`` FAR and what it realised on strangers
+    (min-max over draws), next to the earlier best-match rule."""
+    lines = [f"\nEnrolment threshold for FAR {target:g} (derived from the enrolment photos "
+             "only), realised on the other photos (min-max over draws)\n",
+             "| photos | resolved | FAR resolution | threshold | FAR realised | TAR | "
+             "best-match rule: FAR realised | TAR |", "|---|---|---|---|---|---|---|---|"]
+    for k, rows in trials.items():
+        def span(key: str) -> str:
+            vals = [r[key] for r in rows]
+            return f"{min(vals):.4f}-{max(vals):.4f}"
+        lines.append(f"| {k} | {all(r['resolved'] for r in rows)} | "
+                     f"{rows[0]['far_resolution']:.4f} | {span('threshold')} | {span('far')} | "
+                     f"{span('tar')} | {span('best_match_rule_far')} | "
+                     f"{span('best_match_rule_tar')} |")
+    return "\n".join(lines)
+
+
 def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data and models")
@@ -74,12 +101,18 @@ def main(argv: "List[str] | None" = None) -> int:
                         help="embedding head width (default: 512 for arcface, none for ce; "
                              "0: none)")
     parser.add_argument("--embedding-dropout", type=float, default=0.0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate a checkpoint of the same recipe already in --work "
+                             "instead of training it again")
+    parser.add_argument("--target-far", type=float, default=0.01,
+                        help="FAR the enrolment threshold is derived for (threshold trials)")
     args = parser.parse_args(argv)
 
     from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
     from edge_resnet.training.finetune import finetune
     from edge_resnet.training.options import LossOptions
-    from edge_resnet.faceid.openset import evaluate_open_set, format_report, report
+    from edge_resnet.faceid.openset import (enrolment_threshold_trials, evaluate_open_set,
+                                            format_report, report)
 
     train_dir = args.work / f"glyphs-train-{args.train_per_identity}-{args.size}"
     eval_dir = args.work / f"glyphs-eval-{args.eval_per_identity}-{args.size}"
@@ -92,11 +125,14 @@ def main(argv: "List[str] | None" = None) -> int:
         tag = "-".join(f"{k}{v}" for k, v in options.recipe().items() if k != "embedding")
         ckpt = args.work / f"glyphs-{tag}-e{args.epochs}-s{args.seed}.pt"
         started = time.perf_counter()
-        fit = finetune(train_dir, ckpt, resolution=args.size, resize=None, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init="scratch",
-                       progress=False, threads=args.threads, device=args.device,
-                       loss=options)
-        seconds = time.perf_counter() - started
+        if args.reuse and ckpt.is_file():
+            val_acc, seconds = _trained(ckpt)
+        else:
+            fit = finetune(train_dir, ckpt, resolution=args.size, resize=None,
+                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, init="scratch", progress=False,
+                           threads=args.threads, device=args.device, loss=options)
+            val_acc, seconds = fit.final_val_accuracy, time.perf_counter() - started
         data = _features(ckpt, eval_dir, args.device)
         if args.dump_features:
             np.savez(ckpt.with_suffix(".eval-features.npz"), feats=data["feats"],
@@ -105,12 +141,15 @@ def main(argv: "List[str] | None" = None) -> int:
                                    args.draws, args.seed)
         rep = report(scores, (0.01, 0.001), {**options.recipe(), "checkpoint": str(ckpt),
                                               "train_seconds": round(seconds, 1),
-                                              "val_accuracy_seen_identities":
-                                                  fit.final_val_accuracy})
+                                              "val_accuracy_seen_identities": val_acc})
+        rep["enrolment_threshold"] = {
+            str(k): enrolment_threshold_trials(data["feats"], data["labels"], k, args.draws,
+                                               args.seed, args.target_far) for k in (1, 5)}
         results[loss] = rep
-        print(f"\n## {loss}: trained {seconds:.0f}s on {fit.num_train} images, val accuracy "
-              f"(seen identities) {fit.final_val_accuracy:.4f}\n")
-        print(format_report(rep), flush=True)
+        print(f"\n## {loss}: trained {seconds:.0f}s, val accuracy (seen identities) "
+              f"{val_acc:.4f}\n")
+        print(format_report(rep))
+        print(_threshold_table(rep["enrolment_threshold"], args.target_far), flush=True)
     print("\n## TAR at FAR on unseen identities\n\n| loss | photos | TAR@FAR 1% | TAR@FAR 0.1% "
           "| rank-1 |\n|---|---|---|---|---|")
     for loss, rep in results.items():

@@ -24,11 +24,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge_resnet.core import DataError, InputError
-from edge_resnet.faceid.threshold import threshold_at_far, unit_rows
+from edge_resnet.faceid.threshold import derive_threshold, threshold_at_far, unit_rows
 
-__all__ = ["OpenSetScores", "ROC_FARS", "evaluate_open_set", "format_report", "open_set_scores",
-           "report", "roc_curve",
-           "tar_at_far"]
+__all__ = ["OpenSetScores", "ROC_FARS", "enrolment_threshold_trials", "evaluate_open_set",
+           "format_report", "open_set_scores", "report", "roc_curve", "tar_at_far"]
 
 ROC_FARS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
@@ -158,3 +157,40 @@ def format_report(rep: Dict[str, Any]) -> str:
                  for s in rep["sizes"]]
         lines.append(f"| {far:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def enrolment_threshold_trials(feats: np.ndarray, labels: np.ndarray, photos: int,
+                               draws: int = 5, seed: int = 0, target_far: float = 0.01
+                               ) -> List[Dict[str, Any]]:
+    """How the enrolment threshold holds on strangers, one dict per draw.
+
+    Each draw enrols ``photos`` images per identity (as :func:`evaluate_open_set` does), derives
+    the threshold from those images alone (:func:`edge_resnet.faceid.threshold.derive_threshold`)
+    and reads, on the other images, the FAR actually realised by non-mated probes (each against
+    the gallery without its own identity) and the TAR of mated probes. For comparison it also
+    gives the threshold of the earlier rule (each enrolment image's best impostor score, FAR
+    quantile) and the FAR that one realises.
+    """
+    counts = np.bincount(labels)
+    usable = np.flatnonzero(counts > photos)
+    if len(usable) < 2:
+        raise DataError(f"{photos} enrolment photo(s): fewer than two identities have "
+                        f"{photos + 1} images or more")
+    trials = []
+    for d in range(draws):
+        enrol, probe = _draw(labels, photos, np.random.default_rng([seed, photos, d]), usable)
+        blocks = [feats[enrol][labels[enrol] == i] for i in usable]
+        threshold, info = derive_threshold(blocks, target_far)
+        mated, correct, nonmated = open_set_scores(feats, labels, enrol, probe)
+        best_rule = threshold_at_far(np.concatenate([
+            np.delete(b @ unit_rows(np.stack([x.mean(axis=0) for x in blocks])).T, i, axis=1)
+            .max(axis=1) for i, b in enumerate(blocks)]), target_far)
+        trials.append({
+            "draw": d, "threshold": threshold, "resolved": info["resolved"],
+            "far_resolution": info["far_resolution"],
+            "far": float(np.mean(nonmated >= threshold)),
+            "tar": float(np.mean(correct & (mated >= threshold))),
+            "best_match_rule_threshold": best_rule,
+            "best_match_rule_far": float(np.mean(nonmated >= best_rule)),
+            "best_match_rule_tar": float(np.mean(correct & (mated >= best_rule)))})
+    return trials

@@ -47,9 +47,10 @@ def test_one_photo_enrolment_never_scores_an_image_against_itself() -> None:
     cross = max(float(feats[i][0] @ feats[j][0]) for i in range(3) for j in range(3) if i != j)
     assert cross < threshold < cross + 1e-6
     assert info["genuine_scores"] == 0 and info["impostor_scores"] == 3
+    assert info["impostor_pairs"] == 6 and not info["resolved"]     # 3 / 6 >> 0.01
     with pytest.raises(DataError, match="at least two identities"):
         derive_threshold(feats[:1], 0.01)
-    with pytest.raises(InputError, match="target-far"):
+    with pytest.raises(InputError, match="target_far is a rate"):
         derive_threshold(feats, 1.5)
 
 
