@@ -152,6 +152,30 @@ def test_decode_iterator_skips_and_counts(tmp_path: Path) -> None:
         list(chunked(range(3), 0))
 
 
+def test_threaded_decode_stopped_early_decodes_no_further(tmp_path: Path) -> None:
+    """A consumer that stops (an error in a model, a limit) must not wait for the whole
+    folder to be decoded: the queued decodes are cancelled, only the running ones finish."""
+    import threading
+    import time
+
+    path = tmp_path / "one.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    records = [ImageRecord(path, None)] * 200
+    calls = []
+    lock = threading.Lock()
+
+    def slow(image: np.ndarray) -> np.ndarray:
+        with lock:
+            calls.append(1)
+        time.sleep(0.05)
+        return image
+
+    decoded = iter_decoded(records, SkipCounter(), slow, workers=2)
+    assert next(decoded)[1].shape == (8, 8, 3)
+    decoded.close()
+    assert len(calls) <= 6  # the first, at most one more per worker, and a few in flight
+
+
 def test_every_adapter_skips_and_counts_the_same_files(tmp_path: Path) -> None:
     root = _mixed_folder(tmp_path / "data")
     bad = {str(root / "2a-corrupt.png"), str(root / "b" / "4a-empty.jpg")}
