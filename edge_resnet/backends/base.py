@@ -240,8 +240,11 @@ class BackendBase:
         """Refuse a batch size outside the input's optimization profile, naming it."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"batch size must be an int >= 1, got {n!r}")
+        self._check_size(n)
+
+    def _check_size(self, n: int) -> None:
         prof = self._batch_profile
-        if prof is None or n in prof:
+        if prof is None or prof.min <= n <= prof.max:
             return
         if prof.min == prof.max:
             raise InputError(f"batch of {n} does not fit the model input {self._input_label!r}:"
@@ -274,14 +277,14 @@ class BackendBase:
         if wrong:
             raise InputError(f"batch shape {tuple(batch.shape)} does not fit the model input "
                              f"{self._input_label!r} of shape {expected}")
-        self.check_batch_size(int(batch.shape[0]))
+        self._check_size(int(batch.shape[0]))
         return np.ascontiguousarray(batch)
 
     # inference ---------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> InferenceOutput:
         """One batch, synchronously (activates the backend in this thread if it is not)."""
-        self._check_open()
-        self.activate()
+        if self._active_thread is None:
+            self.activate()
         return self._run(self.check_batch(batch))
 
     def _run(self, batch: np.ndarray) -> InferenceOutput:
