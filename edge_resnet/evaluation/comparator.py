@@ -11,12 +11,12 @@ held in memory (``OnnxRuntimeBackend(model_proto)``). Device side: Python 3.8, n
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edge_resnet.backends.base import Backend
-from edge_resnet.core import InputError
+from edge_resnet.backends.base import Backend, Handle
+from edge_resnet.core import EdgeResnetError, InputError
 from edge_resnet.evaluation.stats import Comparison, compare
 
 __all__ = ["compare_backends", "run_backend"]
@@ -25,16 +25,32 @@ __all__ = ["compare_backends", "run_backend"]
 def run_backend(backend: Backend, batches: Iterable[np.ndarray],
                 limit: Optional[int] = None) -> np.ndarray:
     """Logits (float32, images x classes) of ``backend`` on ``batches``; with ``limit``, only
-    the first ``limit`` images are run."""
+    the first ``limit`` images are run. Two batches are in flight (``submit`` the next, then
+    ``wait`` for the previous): a GPU backend runs one while the next is being copied in; CPU
+    backends finish each inside ``submit``, so for them it is the plain loop."""
     chunks = []
     seen = 0
-    for batch in batches:
-        if limit is not None:
-            if seen >= limit:
-                break
-            batch = batch[:limit - seen]
-        chunks.append(backend.infer(batch).logits.astype(np.float32, copy=False))
-        seen += len(batch)
+    in_flight: List[Handle] = []
+    try:
+        for batch in batches:
+            if limit is not None:
+                if seen >= limit:
+                    break
+                batch = batch[:limit - seen]
+            in_flight.append(backend.submit(batch))
+            seen += len(batch)
+            if len(in_flight) == 2:
+                chunks.append(backend.wait(in_flight.pop(0)).logits.astype(np.float32,
+                                                                          copy=False))
+        while in_flight:
+            chunks.append(backend.wait(in_flight.pop(0)).logits.astype(np.float32, copy=False))
+    except BaseException:
+        for handle in in_flight:  # leave the backend with nothing in flight
+            try:
+                backend.wait(handle)
+            except EdgeResnetError:
+                pass
+        raise
     if not chunks:
         raise InputError("no batch to run the model on")
     return np.concatenate(chunks)

@@ -234,3 +234,28 @@ def test_batch_profile_checks(tmp_path: Path, digits_dirs: Any) -> None:
                                          r"--batch MIN:OPT:MAX covering 9"):
         backend.input_buffer(9)
     backend.close()
+
+
+class _Counting(OnnxRuntimeBackend):
+    """ONNX Runtime that notes the most batches it had in flight at once."""
+
+    peak = 0
+
+    def submit(self, batch: Any, slot: int = 0) -> Any:
+        handle = super().submit(batch, slot)
+        self.peak = max(self.peak, len(self._handles()))
+        return handle
+
+
+def test_comparator_keeps_two_batches_in_flight(digits_onnx: Path,
+                                                digits_test_images: List[Tuple[np.ndarray, int]]
+                                                ) -> None:
+    from edge_resnet.evaluation.comparator import run_backend
+
+    with _Counting(digits_onnx, OnnxRuntimeOptions(threads=1)) as backend:
+        batches = [preprocess_batch(_images(digits_test_images, 3, start=3 * i), backend.spec)
+                   for i in range(4)]
+        logits = run_backend(backend, iter(batches), limit=10)
+        assert backend.peak == 2 and not backend._handles()
+        expected = np.concatenate([backend.infer(b).logits for b in batches])[:10]
+        np.testing.assert_array_equal(logits, expected)
