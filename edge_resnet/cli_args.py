@@ -50,6 +50,8 @@ FLAG_NAMES: Dict[str, str] = {
     "commit_after": "--commit-after", "allow_downgrade": "--allow-downgrade",
     "exact_qdq": "--exact-qdq", "backend": "--backend", "device": "--device",
     "trust_pickle": "--trust-pickle", "sign_key": "--sign-key", "target_far": "--target-far",
+    "device_types entry": "--device-type", "set overwrite": "pass --force",
+    "check_data": "--check-data",
 }
 
 _WARNED: Set[str] = set()

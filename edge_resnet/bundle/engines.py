@@ -105,8 +105,8 @@ def _plan(item: Payload, artifact: OnnxArtifact, env: EngineEnv, out_dir: Path,
 
     if env.device is None:
         raise EngineBuildError(f"TensorRT {env.tensorrt} is installed but this device has no "
-                               f"profile ({env.device_reason}): give --device NAME so its "
-                               "engines can be planned, or --backend onnxruntime to run the "
+                               f"profile ({env.device_reason}): give device=NAME so its "
+                               "engines can be planned, or backend=onnxruntime to run the "
                                "ONNX payload")
     if batch is None:  # the model's fixed batch, or 1 (what `run` uses by default)
         fixed = artifact.batch or 1
@@ -143,13 +143,13 @@ def decide_engines(manifest: Manifest, env: EngineEnv, backend: str,
         precision = item.precision or "fp32"
         wanted = f"wanted a {precision} TensorRT engine for {env.device or 'this device'}"
         if backend not in ENGINE_BACKENDS:
-            decisions.append(_onnx(item, backend, f"--backend {backend} asked: no engine", env))
+            decisions.append(_onnx(item, backend, f"backend {backend} asked: no engine", env))
             continue
         if env.tensorrt is None:
             if backend == "tensorrt":
-                raise EngineBuildError(f"{item.path}: --backend tensorrt, but TensorRT is not "
-                                       "installed on this device (install it, or use --backend "
-                                       "auto to run the ONNX payload)")
+                raise EngineBuildError(f"{item.path}: backend=tensorrt, but TensorRT is not "
+                                       "installed on this device (install it, or use backend=auto "
+                                       "to run the ONNX payload)")
             decisions.append(_onnx(item, onnx_backends[item.path],
                                    f"{wanted}; TensorRT is not installed here", env))
             continue

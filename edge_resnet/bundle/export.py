@@ -196,7 +196,7 @@ def _rauc(bundle: Path, manifest: Manifest, key: Path, cert: Path, device_types:
     tool = _tool("rauc", "rauc")
     _tool("mksquashfs", "squashfs-tools")
     if len(device_types) != 1:
-        raise InputError("a RAUC bundle has one compatible string: give one --device-type")
+        raise InputError("a RAUC bundle has one compatible string: give one device_types entry")
     content = tmp / "content"
     content.mkdir()
     name = f"{_stem(manifest)}.bundle"
@@ -227,7 +227,7 @@ def export_bundle(kind: str, bundle: Path, key: Path, cert: Path,
     if exporter is None:
         raise InputError(f"unknown OTA format {kind!r}; choose one of {sorted(_EXPORTERS)}")
     if not device_types:
-        raise InputError("give at least one --device-type")
+        raise InputError("give at least one device_types entry")
     load_private_key(key)
     manifest = read_bundle(bundle, load_certificate(cert))
     ensure_parent(out)

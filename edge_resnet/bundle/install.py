@@ -91,7 +91,7 @@ def _compatibility(manifest: Manifest, options: InstallOptions,
     if manifest.devices:
         if options.device is None:
             raise BundleError(f"bundle targets {', '.join(manifest.devices)}; say which device "
-                              "this is with --device (or EDGE_RESNET_DEVICE)")
+                              "this is with device=NAME (or EDGE_RESNET_DEVICE)")
         if options.device not in manifest.devices:
             raise BundleError(f"bundle is for {', '.join(manifest.devices)}, not for "
                               f"{options.device}; refusing it")
@@ -103,13 +103,13 @@ def _compatibility(manifest: Manifest, options: InstallOptions,
         return
     if installed.get("name") != manifest.name:
         raise BundleError(f"bundle is {manifest.name!r} but this root runs "
-                          f"{installed.get('name')!r}; use another --root for another product")
+                          f"{installed.get('name')!r}; install another product under another slot root")
     old = str(installed.get("version"))
     if version_key(manifest.version) <= version_key(old) and not options.allow_downgrade:
         same = version_key(manifest.version) == version_key(old)
         raise BundleError(f"{manifest.name} {manifest.version} is "
                           f"{'already installed' if same else 'older than the installed ' + old}"
-                          "; refusing (pass --allow-downgrade to install it anyway)")
+                          "; refusing (allow_downgrade installs it anyway)")
 
 
 def _check_int8_weights(manifest: Manifest, options: InstallOptions) -> None:

@@ -79,7 +79,7 @@ def run_release(root: "str | Path", source: str, outputs: Sequence[str] = ("-",)
     from edge_resnet.runtime.service import build_pipeline, run_until_signal
 
     if commit_after is not None and commit_after < 1:
-        raise BundleError(f"--commit-after must be at least 1 frame, got {commit_after}")
+        raise BundleError(f"commit_after must be at least 1 frame, got {commit_after}")
     root = Path(root)
     reload = threading.Event()
     previous = signal.signal(signal.SIGHUP, lambda *_: reload.set())

@@ -65,7 +65,7 @@ def generate_identity(out_dir: "str | Path", common_name: str = "edge-resnet fle
     key_path, cert_path = out / KEY_NAME, out / CERT_NAME
     if not overwrite and (key_path.exists() or cert_path.exists()):
         raise InputError(f"{key_path} or {cert_path} already exists; a new fleet key strands "
-                         "devices that trust the old certificate (pass --force to replace it)")
+                         "devices that trust the old certificate (overwrite it on purpose: set overwrite)")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)

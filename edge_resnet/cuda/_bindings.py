@@ -90,7 +90,7 @@ def check(result: Any, what: str) -> Any:
             raise NoCudaDeviceError(
                 f"{detail}; this needs an NVIDIA GPU with a working driver (check nvidia-smi, "
                 "or on a Jetson that the user is in the 'video' group); use a CPU backend "
-                "and --preprocess cpu otherwise")
+                "and preprocess=cpu otherwise")
         raise BackendError(detail)
     if not rest:
         return None

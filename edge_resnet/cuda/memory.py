@@ -95,7 +95,7 @@ def get_device(index: int = 0) -> CudaDevice:
         runtime, _, _ = cuda_modules()
         count = check(runtime.cudaGetDeviceCount(), "cudaGetDeviceCount")
         if count == 0:
-            raise NoCudaDeviceError("no CUDA device found; use a CPU backend and --preprocess cpu")
+            raise NoCudaDeviceError("no CUDA device found; use a CPU backend and preprocess=cpu")
         if not 0 <= index < count:
             raise InputError(f"CUDA device {index} does not exist; this machine has {count} "
                              f"(indices 0..{count - 1})")

@@ -37,7 +37,7 @@ def _spatial_size(model: Any, tensor: str) -> Tuple[int, int]:
             if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
                 return int(dims[2].dim_value), int(dims[3].dim_value)
     raise ModelError(f"cannot tell the spatial size of {tensor!r} (the pooled feature map); "
-                     "export with a fixed --resolution")
+                     "export at a fixed resolution")
 
 
 def _find_head(graph: Any) -> Tuple[Any, Any, Any]:

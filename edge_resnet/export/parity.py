@@ -281,7 +281,7 @@ def load_check_images(folder: "Optional[str | Path]" = None, count: int = 32,
     rng = np.random.default_rng(seed)
     tinted = [np.round(img * rng.uniform(0.15, 1.0, size=3)).astype(np.uint8) for img in images]
     return CheckImages(tinted, f"{len(images)} scikit-learn digits, colour-tinted (32x32 demo "
-                               "images; pass --check-data for your own)")
+                               "images; give check_data for your own)")
 
 
 def export_verified(model: Any, spec: ModelSpec, out_path: "str | Path",

@@ -81,7 +81,7 @@ def test_without_tensorrt_the_record_names_the_wanted_engine_and_what_runs(
         ("onnx", model, "onnxruntime", None)
     assert decision.detail == (f"wanted a fp32 TensorRT engine for {DEVICE}; TensorRT is not "
                                f"installed here, so {model} runs on onnxruntime")
-    with pytest.raises(EngineBuildError, match="--backend tensorrt, but TensorRT is not installed"):
+    with pytest.raises(EngineBuildError, match="backend=tensorrt, but TensorRT is not installed"):
         decide_engines(manifest, env, "tensorrt", {}, {model: "onnxruntime"}, Path("/s/engines"))
 
 
@@ -105,11 +105,11 @@ def test_with_tensorrt_the_engine_is_planned_and_keyed_like_the_engine_cache(
     assert f".{DEVICE}.trt{TRT}.fp32.GPU.b1-1-1." in decision.runs
     [asked] = decide_engines(manifest, trt_env(None), "onnxruntime", artifacts,
                              {item.path: "onnxruntime"}, out)
-    assert asked.action == "onnx" and "--backend onnxruntime asked: no engine" in asked.detail
+    assert asked.action == "onnx" and "backend onnxruntime asked: no engine" in asked.detail
 
 
 @pytest.mark.parametrize("device,trt,message", [
-    (None, TRT, "has no profile \\(test\\): give --device NAME"),
+    (None, TRT, "has no profile \\(test\\): give device=NAME"),
     ("nano", "8.2.1", "no fp32 engine for nano with TensorRT 8.2.1: TensorRT 8.2.1 is older "
                       "than 8.5"),
     ("orin-nx-16gb", "11.4.1", "does not run on"),
