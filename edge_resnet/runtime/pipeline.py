@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 _END = object()
 _EMPTY = np.zeros((0, 0, 3), dtype=np.uint8)
-# input-buffer slots: two batches in flight, one queued, one being filled
-_SLOTS = MAX_IN_FLIGHT + 2
 
 
 class _Batch:
@@ -274,7 +272,9 @@ class Pipeline:
         failed = False
         try:
             if not self._gpu_pre:  # buffers made here, where the backend is active
-                for slot in range(_SLOTS):
+                # as many batches may wait as frames did before input buffers: a full
+                # queue, two in flight and one being filled
+                for slot in range(self.config.queue_size + MAX_IN_FLIGHT + 1):
                     backend.input_buffer(self.config.max_batch, slot)
                     self._free_slots.put(slot)
             self._run_batches()
