@@ -252,8 +252,8 @@ class BackendBase:
         raise InputError(
             f"batch of {n} is outside the {self._profile_owner} profile {prof.min}..{prof.max} "
             f"({prof.name}, opt {prof.opt}) of input {self._input_label!r}; send batches of "
-            f"{prof.min} to {prof.max} images (e.g. --batch {prof.max}) or rebuild with "
-            f"--batch MIN:OPT:MAX covering {n}")
+            f"{prof.min} to {prof.max} images (e.g. max_batch={prof.max}) or rebuild with "
+            f"`edge-resnet build --engine-batch MIN:OPT:MAX` covering {n}")
 
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
         """Refuse batches that would run but mean something else (raw pixels into a float graph,

@@ -95,12 +95,12 @@ class PyTorchBackend(BackendBase):
         path = Path(model_path)
         if path.suffix.lower() == ".onnx":
             raise ModelError(f"{path}: the pytorch backend runs checkpoints (.pt from `export` "
-                             "or `finetune`); run ONNX files with --backend onnxruntime")
+                             "or `finetune`); run ONNX files with backend=onnxruntime")
         torch = _import_torch()
         self._torch = torch
         self.device = self._pick_device(torch, device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise InputError("fp16 needs a CUDA device (--device cuda); PyTorch's CPU FP16 "
+            raise InputError("fp16 needs a CUDA device (device=cuda); PyTorch's CPU FP16 "
                              "convolutions are slower than FP32 and not what a GPU computes")
         if threads:
             torch.set_num_threads(threads)
@@ -154,8 +154,8 @@ class PyTorchBackend(BackendBase):
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 raise DependencyError(
-                    f"--device {name}: PyTorch sees no CUDA device (CPU-only torch build, no "
-                    "driver, or no GPU); use --device cpu or install a CUDA build of torch")
+                    f"device={name}: PyTorch sees no CUDA device (CPU-only torch build, no "
+                    "driver, or no GPU); use device=cpu or install a CUDA build of torch")
             index = device.index if device.index is not None else torch.cuda.current_device()
             if index >= torch.cuda.device_count():
                 raise InputError(f"CUDA device {index} does not exist; this machine has "
@@ -288,7 +288,7 @@ class PyTorchBackend(BackendBase):
         text = str(exc)
         if "out of memory" in text:
             return BackendError(f"PyTorch ran out of GPU memory: {text.splitlines()[0]}; use a "
-                                "smaller --batch or fp16")
+                                "smaller max_batch or precision=fp16")
         return BackendError(f"PyTorch inference failed: {text.splitlines()[0]}")
 
     # GPU preprocessing -------------------------------------------------------------------
@@ -346,7 +346,7 @@ class PyTorchBackend(BackendBase):
     def _preprocessor(self) -> Any:
         if not self.gpu_frames:
             raise BackendError("GPU preprocessing needs the pytorch backend on CUDA and "
-                               "cuda-python; use --preprocess cpu")
+                               "cuda-python; use preprocess=cpu")
         if self._closed:
             raise BackendError("backend is closed")
         with self._pre_lock:

@@ -79,7 +79,7 @@ def parse_model_ref(text: "str | Path", default_backend: str = AUTO,
     ``default_backend``. A prefix that is no backend name is refused, listing the known ones
     (a file whose name really contains ``name:`` is taken as a path when it exists)."""
     known = _known_backends()
-    _check_backend(default_backend, known, "--backend")
+    _check_backend(default_backend, known, "backend")
     opts: OptionsLike = options if isinstance(options, BackendOptions) else dict(options or {})
     if isinstance(text, Path):
         return ModelRef(str(text), default_backend, opts)
@@ -151,7 +151,7 @@ def choose_backend(model_path: "str | Path", cpu_flags: Iterable[str] = (),
     if not (is_qdq_onnx(model_path) if qdq is None else qdq):
         return "onnxruntime", "float ONNX model: ONNX Runtime (the reference CPU backend)"
     if exact_qdq:
-        return "onnxruntime", ("INT8 QDQ model with --exact-qdq: ONNX Runtime runs the Q/DQ "
+        return "onnxruntime", ("INT8 QDQ model with exact_qdq: ONNX Runtime runs the Q/DQ "
                                "arithmetic as written")
     vnni = [f for f in X86_INT8_FLAGS if f in set(cpu_flags)]
     if "openvino" in set(installed) and vnni:

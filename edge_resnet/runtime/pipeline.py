@@ -81,11 +81,11 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise InputError(f"--batch must be >= 1, got {self.max_batch}")
+            raise InputError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0 or self.queue_size < 1:
-            raise InputError("--max-wait-ms must be >= 0 and the queue size >= 1")
+            raise InputError("max_wait_ms must be >= 0 and queue_size >= 1")
         if self.preprocess not in ("auto", "cpu", "gpu"):
-            raise InputError(f"--preprocess must be auto, cpu or gpu, got {self.preprocess!r}")
+            raise InputError(f"preprocess={self.preprocess}: must be auto, cpu or gpu")
 
 
 class Pipeline:
@@ -356,7 +356,7 @@ class Pipeline:
         results = self.post(output.logits)
         if self.gallery is not None:
             if output.features is None:
-                raise ModelError("--gallery needs a model exported with features")
+                raise ModelError("a gallery needs a model exported with a features output (edge-resnet export --features)")
             for result, match in zip(results, self.gallery.match(output.features, threshold)):
                 result.identity, result.similarity = match.identity, match.similarity
                 result.candidate, result.match_threshold = match.best, match.threshold
@@ -383,9 +383,9 @@ def _use_gpu_preprocessing(backend: Backend, mode: str) -> bool:
     capable = bool(getattr(backend, "gpu_frames", False)) and all(
         hasattr(backend, name) for name in ("stage_frame", "submit_frames", "wait"))
     if mode == "gpu" and not capable:
-        raise InputError("--preprocess gpu needs a backend on a CUDA GPU that takes frames "
-                         "(e.g. --backend pytorch --device cuda, with cuda-python installed); "
-                         "use --preprocess cpu")
+        raise InputError("preprocess=gpu needs a backend on a CUDA GPU that takes frames "
+                         "(e.g. backend=pytorch with device=cuda, and cuda-python installed); "
+                         "use preprocess=cpu")
     return capable and mode != "cpu"
 
 
@@ -396,13 +396,13 @@ def _check_batch_profile(backend: Backend, max_batch: int) -> None:
     if profile is None:
         return
     if max_batch > profile.max:
-        raise InputError(f"--batch {max_batch} exceeds what the model takes ({profile.name}: "
-                         f"{profile.min}..{profile.max}); use --batch {profile.max} or a model "
+        raise InputError(f"max_batch={max_batch} exceeds what the model takes ({profile.name}: "
+                         f"{profile.min}..{profile.max}); use max_batch={profile.max} or a model "
                          f"built for larger batches")
     if profile.min > 1:
         raise InputError(f"the model takes batches of {profile.min}..{profile.max} "
                          f"({profile.name}) but the pipeline also sends smaller ones (a quiet "
-                         "source, the end of a file); rebuild it with --batch 1:OPT:MAX")
+                         "source, the end of a file); rebuild it with `edge-resnet build --engine-batch 1:OPT:MAX`")
 
 
 class _Aborted(Exception):

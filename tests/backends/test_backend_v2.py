@@ -221,7 +221,7 @@ def test_batch_profile_checks(tmp_path: Path, digits_dirs: Any) -> None:
     out = backend.infer(np.ones((2, 3, 8, 8), np.float32)).logits
     np.testing.assert_allclose(out, np.ones((2, 3)))
     folder = sorted(Path(digits_dirs.test_dir).iterdir())[0]
-    with pytest.raises(InputError, match=r"--batch 4 exceeds what the model takes"):
+    with pytest.raises(InputError, match=r"max_batch=4 exceeds what the model takes"):
         Pipeline(backend, create_source(str(folder)), [], PipelineConfig(max_batch=4))
     with pytest.raises(InputError, match=r"takes batches of 2..2 .* also sends smaller ones"):
         Pipeline(backend, create_source(str(folder)), [], PipelineConfig(max_batch=2))
@@ -231,7 +231,7 @@ def test_batch_profile_checks(tmp_path: Path, digits_dirs: Any) -> None:
     backend.check_batch_size(8)
     with pytest.raises(InputError, match=r"batch of 9 is outside the engine's profile 1..8 "
                                          r"\(optimization profile 0, opt 4\) of input 'input'.*"
-                                         r"--batch MIN:OPT:MAX covering 9"):
+                                         r"--engine-batch MIN:OPT:MAX` covering 9"):
         backend.input_buffer(9)
     backend.close()
 

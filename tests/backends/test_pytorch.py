@@ -63,7 +63,7 @@ def test_refusals(digits_checkpoint: Path, digits_onnx: Path) -> None:
         PyTorchBackend(digits_checkpoint, device="cpu", precision="fp16")
     with pytest.raises(InputError, match="fp32 or fp16"):
         PyTorchBackend(digits_checkpoint, device="cpu", precision="int8")
-    with pytest.raises(ModelError, match="--backend onnxruntime"):
+    with pytest.raises(ModelError, match="backend=onnxruntime"):
         PyTorchBackend(digits_onnx)
     with pytest.raises(InputError, match="cpu or cuda"):
         PyTorchBackend(digits_checkpoint, device="meta")
@@ -71,7 +71,7 @@ def test_refusals(digits_checkpoint: Path, digits_onnx: Path) -> None:
         PyTorchBackend(digits_checkpoint, device="cpu", providers=["x"])
     with PyTorchBackend(digits_checkpoint, device="cpu") as backend:
         assert not backend.gpu_frames
-        with pytest.raises(BackendError, match="--preprocess cpu"):
+        with pytest.raises(BackendError, match="preprocess=cpu"):
             backend.infer_frames([np.zeros((32, 32, 3), np.uint8)])
         with pytest.raises(InputError, match="does not fit"):
             backend.infer(np.zeros((1, 3, 16, 16), np.float32))
@@ -88,5 +88,5 @@ def test_cuda_without_a_gpu_is_a_clear_error(digits_checkpoint: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device; tests/gpu covers the CUDA path")
-    with pytest.raises(DependencyError, match="--device cpu"):
+    with pytest.raises(DependencyError, match="device=cpu"):
         PyTorchBackend(digits_checkpoint, device="cuda")

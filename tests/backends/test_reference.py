@@ -68,7 +68,7 @@ def test_parse_refuses_unknown_backends_listing_the_known_ones(tmp_path: Path) -
     with pytest.raises(InputError, match=r"unknown backend 'tensorrtx'; choose one of: auto, "
                                          r"onnxruntime, openvino, pytorch, tensorrt"):
         parse_model_ref("tensorrtx:model.engine")
-    with pytest.raises(InputError, match=r"--backend: unknown backend 'nope'"):
+    with pytest.raises(InputError, match=r"backend: unknown backend 'nope'"):
         parse_model_ref("model.onnx", "nope")
     odd = tmp_path / "cam:1.onnx"  # an existing file whose name has a colon is a path
     odd.write_bytes(b"")
@@ -104,7 +104,7 @@ ARM_DOT = {"asimddp", "i8mm"}
     ("int8", VNNI, set(), False, "onnxruntime", "OpenVINO is not installed"),
     ("int8", AVX2, {"openvino"}, False, "onnxruntime", "without VNNI/AMX"),
     ("int8", ARM_DOT, {"openvino"}, False, "onnxruntime", "without VNNI/AMX"),
-    ("int8", VNNI, {"openvino"}, True, "onnxruntime", "--exact-qdq"),
+    ("int8", VNNI, {"openvino"}, True, "onnxruntime", "exact_qdq"),
 ])
 def test_choose_backend_table(tiny: Tuple[Path, Path], model: str, flags: set, installed: set,
                               exact: bool, backend: str, why: str) -> None:
