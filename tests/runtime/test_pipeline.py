@@ -30,7 +30,7 @@ def _events(path: Path) -> List[dict]:
 
 def test_video_results_equal_direct_inference(digits_onnx: Path, digits_video: Tuple[Path, list],
                                               tmp_path: Path) -> None:
-    video, labels = digits_video
+    video, _ = digits_video
     out = tmp_path / "events.jsonl"
     pipeline = build_pipeline(digits_onnx, str(video), [str(out)], threads=2,
                               config=PipelineConfig(top_k=3))
@@ -45,8 +45,6 @@ def test_video_results_equal_direct_inference(digits_onnx: Path, digits_video: T
         logits = backend.infer(preprocess_batch(frames, backend.spec, color_order="BGR")).logits
     direct = [backend.spec.labels[i] for i in logits.argmax(1)]
     assert [e["label"] for e in events] == direct
-    accuracy = np.mean([e["label"] == backend.spec.labels[y] for e, y in zip(events, labels)])
-    assert accuracy >= 0.9, accuracy
     first = events[0]
     assert set(first) >= {"timestamp", "frame", "topk", "latency_ms", "label", "prob"}
     assert len(first["topk"]) == 3 and first["latency_ms"] > 0
@@ -69,16 +67,20 @@ def test_batching_gives_the_same_results(digits_onnx: Path, digits_video: Tuple[
     assert snap8["counts"]["batches"] < 40
 
 
-def test_fused_preprocessing_model_agrees(digits_onnx: Path, digits_fused_onnx: Path,
-                                          digits_video: Tuple[Path, list], tmp_path: Path) -> None:
+def test_fused_preprocessing_model_gets_uint8_frames(digits_fused_onnx: Path,
+                                                     digits_video: Tuple[Path, list],
+                                                     tmp_path: Path) -> None:
+    """The pipeline feeds a fused graph raw uint8 frames in the graph's colour order: its results
+    equal direct inference on the same decoded frames (fused vs unfused numerics are export's
+    test: tests/export/test_onnx_export.py)."""
     video, _ = digits_video
-    labels = []
-    for model in (digits_onnx, digits_fused_onnx):
-        out = tmp_path / f"{model.stem}.jsonl"
-        build_pipeline(model, str(video), [str(out)], threads=2).run()
-        labels.append([e["label"] for e in _events(out)])
-    agree = np.mean([a == b for a, b in zip(*labels)])
-    assert agree >= 0.97, agree
+    out = tmp_path / "fused.jsonl"
+    build_pipeline(digits_fused_onnx, str(video), [str(out)], threads=2).run()
+    with load_backend("onnxruntime", digits_fused_onnx) as backend:
+        assert backend.input_dtype == np.uint8
+        batch = preprocess_batch(read_video(video), backend.spec, color_order="BGR")
+        logits = backend.infer(batch).logits
+    assert [e["label"] for e in _events(out)] == [backend.spec.labels[i] for i in logits.argmax(1)]
 
 
 def test_annotated_video_and_several_outputs(digits_onnx: Path, digits_video: Tuple[Path, list],
