@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -241,14 +241,24 @@ class PyTorchBackend(BackendBase):
         if self.device.type != "cuda":
             return super()._submit(batch)
         torch = self._torch
-        ticket = self._take_slot(len(batch))
+        ticket = self._enqueue(len(batch), tuple(batch.shape),
+                               lambda target: target.copy_(torch.from_numpy(batch),
+                                                           non_blocking=True))
+        return Handle(self, len(batch), ticket=ticket)
+
+    def _enqueue(self, n: int, shape: Tuple[int, ...], fill: Callable[[Any], Any]) -> "_Ticket":
+        """Take an in-flight slot and enqueue on the stream: ``fill`` writes the input into the
+        CUDA graph's input (or a fresh tensor of ``shape``), then the network and the copy back.
+        The slot is given back if enqueueing fails, so a failed batch never blocks the next."""
+        torch = self._torch
+        ticket = self._take_slot(n)
         try:
             with torch.inference_mode(), torch.cuda.stream(self._stream):
-                graph = self._graph(len(batch), ticket.slot)
+                graph = self._graph(n, ticket.slot)
                 target = graph.input if graph is not None else torch.empty(
-                    tuple(batch.shape), dtype=self._dtype, device=self.device)
+                    shape, dtype=self._dtype, device=self.device)
                 ticket.events[0].record(self._stream)
-                target.copy_(torch.from_numpy(batch), non_blocking=True)
+                fill(target)
                 ticket.events[1].record(self._stream)
                 self._launch(graph, target, ticket)
         except RuntimeError as exc:
@@ -257,7 +267,7 @@ class PyTorchBackend(BackendBase):
         except BaseException:
             self._in_flight.discard(ticket.slot)
             raise
-        return Handle(self, len(batch), ticket=ticket)
+        return ticket
 
     def _launch(self, graph: Optional[_Graph], target: Any, ticket: "_Ticket") -> None:
         """Enqueue the network on ``target`` and the logits' copy into pinned memory."""
@@ -317,24 +327,9 @@ class PyTorchBackend(BackendBase):
         pre = self._preprocessor()
         self.activate()
         self.check_batch_size(len(frames))
-        torch = self._torch
-        ticket = self._take_slot(len(frames))
-        try:
-            with torch.inference_mode(), torch.cuda.stream(self._stream):
-                graph = self._graph(len(frames), ticket.slot)
-                target = graph.input if graph is not None else torch.empty(
-                    (len(frames), 3, self.spec.resolution, self.spec.resolution),
-                    dtype=self._dtype, device=self.device)
-                ticket.events[0].record(self._stream)
-                pre.run(frames, int(target.data_ptr()), color_order)
-                ticket.events[1].record(self._stream)
-                self._launch(graph, target, ticket)
-        except RuntimeError as exc:
-            self._in_flight.discard(ticket.slot)
-            raise self._error(exc) from exc
-        except BaseException:
-            self._in_flight.discard(ticket.slot)
-            raise
+        shape = (len(frames), 3, self.spec.resolution, self.spec.resolution)
+        ticket = self._enqueue(len(frames), shape,
+                               lambda target: pre.run(frames, int(target.data_ptr()), color_order))
         handle = Handle(self, len(frames), ticket=ticket)
         self._handles().append(handle)
         return handle
