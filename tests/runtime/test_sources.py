@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, List
 
 import numpy as np
 import pytest
@@ -113,17 +114,22 @@ def test_image_folder_source_is_bgr_and_ordered(tmp_path: Path) -> None:
     assert all(int(f[0, 0, 0]) == 255 for f in frames)        # blue first
 
 
-def test_capture_counts_corrupt_images_and_goes_on(tmp_path: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
-    metrics = PipelineMetrics()
-    source = create_source(str(_image_dir(tmp_path, 5, corrupt=2)))
+def _captured(source: Any, metrics: PipelineMetrics, capacity: int) -> List[Any]:
+    """Open ``source``, capture it to the end on a CaptureThread, return the frames queued."""
     source.open()
-    capture = CaptureThread(source, metrics, capacity=8)
+    capture = CaptureThread(source, metrics, capacity=capacity)
     capture.start()
     capture.join(10)
     frames = []
     while (f := capture.channel.get(0.1)) is not None:
         frames.append(f)
+    return frames
+
+
+def test_capture_counts_corrupt_images_and_goes_on(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    metrics = PipelineMetrics()
+    frames = _captured(create_source(str(_image_dir(tmp_path, 5, corrupt=2))), metrics, 8)
     counts = metrics.counts()
     assert (counts["captured"], counts["corrupt"], len(frames)) == (4, 1, 4)
     assert "002.png" in caplog.text and "unreadable frame" in caplog.text
@@ -156,15 +162,8 @@ def test_live_channel_keeps_newest_and_counts_drops(tmp_path: Path) -> None:
 def test_loop_replays_the_file(tmp_path: Path) -> None:
     frames = [np.full((32, 32, 3), i * 8, np.uint8) for i in range(6)]
     path = write_video(tmp_path / "loop.avi", frames, fps=25)
-    metrics = PipelineMetrics()
-    source = create_source(str(path), SourceOptions(loop=2))
-    source.open()
-    capture = CaptureThread(source, metrics, capacity=64)
-    capture.start()
-    capture.join(10)
-    got = []
-    while (f := capture.channel.get(0.1)) is not None:
-        got.append(f.index)
+    got = [f.index for f in _captured(create_source(str(path), SourceOptions(loop=2)),
+                                      PipelineMetrics(), 64)]
     assert got == list(range(18))
 
 
@@ -198,14 +197,8 @@ def test_corrupt_video_frame_is_skipped_and_counted(tmp_path: Path,
     data[starts[20]:starts[20] + 200] = bytes(200)
     path.write_bytes(bytes(data))
     metrics = PipelineMetrics()
-    source = create_source(str(path))
-    source.open()
-    capture = CaptureThread(source, metrics, capacity=64)
-    capture.start()
-    capture.join(10)
-    levels = []
-    while (f := capture.channel.get(0.1)) is not None:
-        levels.append(int(round(float(f.image.mean()) / 5)))
+    levels = [int(round(float(f.image.mean()) / 5))
+              for f in _captured(create_source(str(path)), metrics, 64)]
     counts = metrics.counts()
     assert (counts["captured"], counts["corrupt"]) == (39, 1)
     assert levels == [i for i in range(40) if i != 20]
