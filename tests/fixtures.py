@@ -15,7 +15,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -37,7 +37,7 @@ DIGITS_RECIPE: Dict[str, Any] = {"resolution": 32, "resize": None, "epochs": 8, 
 
 __all__ = ["DIGITS_PARAMS", "DIGITS_RECIPE", "cache_dir", "digits_checkpoint", "digits_dirs",
            "digits_features_onnx", "digits_fused_onnx", "digits_model", "digits_onnx",
-           "digits_test_images", "load_labeled_images"]
+           "digits_test_images", "load_labeled_images", "save_tiny_onnx"]
 
 
 def cache_dir() -> Path:
@@ -170,3 +170,18 @@ def empty_hub(tmp_path: Path) -> Iterator[Path]:
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(previous)
+
+
+def save_tiny_onnx(path: Path, graph: Any, spec: Any, extra: Optional[Dict[str, str]] = None
+                   ) -> Path:
+    """Save a hand-built ONNX ``graph`` (opset 17, IR 8) carrying ``spec`` (and ``extra``
+    metadata) the way export writes it: the millisecond models of backend and bundle tests."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {**spec.to_metadata(), **(extra or {})}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, List, Tuple
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -23,6 +22,7 @@ from edge_resnet.core import BackendError, InputError, ModelSpec
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.pipeline import Pipeline, PipelineConfig
 from edge_resnet.runtime.sources import create_source
+from fixtures import save_tiny_onnx
 
 
 def _images(digits_test_images: List[Tuple[np.ndarray, int]], n: int, start: int = 0
@@ -203,12 +203,7 @@ def _fixed_batch_onnx(path: Path, batch: int) -> Path:
          helper.make_node("Flatten", ["p"], ["logits"])], "fixed",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in spec.to_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
+    return save_tiny_onnx(path, graph, spec)
 
 
 def test_batch_profile_checks(tmp_path: Path, digits_dirs: Any) -> None:

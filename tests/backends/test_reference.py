@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -14,6 +13,7 @@ from edge_resnet.backends import load_backend
 from edge_resnet.backends.reference import (ModelRef, choose_backend, is_qdq_onnx, open_model,
                                             options_for, parse_model_ref, read_cpu_flags)
 from edge_resnet.core import InputError, ModelError, ModelSpec
+from fixtures import save_tiny_onnx
 
 SPEC = ModelSpec(labels=("a", "b"), resolution=8, resize=None)
 
@@ -35,12 +35,7 @@ def _tiny(path: Path, qdq: bool) -> Path:
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in SPEC.to_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
+    return save_tiny_onnx(path, graph, SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_resnet.core import ModelSpec
+from fixtures import save_tiny_onnx
 
 TINY_SPEC = ModelSpec(labels=("cat", "dog", "owl"), resolution=8, resize=None)
 
@@ -30,10 +30,5 @@ def write_tiny_model(path: Path, seed: int = 0, scale: float = 1.0,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
         [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = dict(TINY_SPEC.to_metadata(), **{"edge_resnet.precision": json.dumps(precision)})
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
+    return save_tiny_onnx(path, graph, TINY_SPEC,
+                          {"edge_resnet.precision": json.dumps(precision)})
