@@ -19,11 +19,38 @@ from torch import nn
 
 from edge_resnet.core import InputError, ModelError
 
-__all__ = ["EmbeddingHead", "EmbeddingResNet", "POOLED_FEATURES", "embedding_dim_of"]
+__all__ = ["BODY_PARTS", "EmbeddingHead", "EmbeddingResNet", "POOLED_FEATURES", "ResNetBody",
+           "embedding_dim_of"]
 
 POOLED_FEATURES = 2048  # width of ResNet50's pooled feature vector
-_BODY_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+BODY_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
                "avgpool")
+
+
+class ResNetBody(nn.Module):
+    """A torchvision ResNet's body adopted under its own attribute names (so state-dict keys and
+    exported tensor names stay torchvision's), and its pooled features: the one trunk that the
+    embedding model and the export wrapper both run."""
+
+    conv1: nn.Module
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+    avgpool: nn.Module
+
+    def __init__(self, resnet: nn.Module) -> None:
+        super().__init__()
+        for name in BODY_PARTS:
+            setattr(self, name, getattr(resnet, name))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
 
 
 class EmbeddingHead(nn.Module):
@@ -71,7 +98,7 @@ class EmbeddingHead(nn.Module):
         return folded.eval()
 
 
-class EmbeddingResNet(nn.Module):
+class EmbeddingResNet(ResNetBody):
     """A torchvision ResNet50 body with an :class:`EmbeddingHead` between pooling and ``fc``.
 
     The body keeps torchvision's attribute names (state-dict keys ``conv1.weight``, ...,
@@ -80,28 +107,11 @@ class EmbeddingResNet(nn.Module):
     so every stage that runs the model (parity, the PyTorch backend) needs nothing new.
     """
 
-    conv1: nn.Module
-    bn1: nn.Module
-    relu: nn.Module
-    maxpool: nn.Module
-    layer1: nn.Module
-    layer2: nn.Module
-    layer3: nn.Module
-    layer4: nn.Module
-    avgpool: nn.Module
-
     def __init__(self, resnet: nn.Module, embedding_dim: int, num_classes: int,
                  dropout: float = 0.0) -> None:
-        super().__init__()
-        for name in _BODY_PARTS:
-            setattr(self, name, getattr(resnet, name))
+        super().__init__(resnet)
         self.embedding = EmbeddingHead(POOLED_FEATURES, embedding_dim, dropout)
         self.fc: nn.Module = nn.Linear(embedding_dim, num_classes)
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.pooled(x))

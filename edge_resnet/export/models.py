@@ -222,7 +222,7 @@ def _read_checkpoint(path: Path, trust_pickle: bool) -> Any:
             raise ModelError(
                 f"{path} is not a plain state dict (it pickles Python objects, e.g. a whole "
                 "nn.Module); loading it can run arbitrary code. Save model.state_dict() instead, "
-                "or pass --trust-pickle if you trust the file") from exc
+                "or set trust_pickle if you trust the file") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a readable PyTorch checkpoint "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc

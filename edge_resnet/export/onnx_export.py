@@ -40,6 +40,7 @@ from torch import nn
 from edge_resnet import __version__
 from edge_resnet.core import ArtifactInfo, InputError, ModelError, ModelSpec
 from edge_resnet.devices.trt_versions import JETPACK5_TENSORRT, max_onnx_opset
+from edge_resnet.export.embedding import BODY_PARTS, ResNetBody
 from edge_resnet.io_utils import atomic_path, ensure_parent
 
 __all__ = ["ExportResult", "MIN_OPSET", "MAX_OPSET", "FEATURES_NAME", "export_onnx",
@@ -51,8 +52,7 @@ MIN_OPSET = 17
 # The TorchScript exporter's newest opset (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET).
 MAX_OPSET = 20
 FEATURES_NAME = "features"
-_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
-                 "avgpool", "fc")
+_RESNET_PARTS = (*BODY_PARTS, "fc")
 _EXPORTER = f"torch.onnx TorchScript exporter, torch {torch.__version__}"
 
 Shape = List[Union[int, str]]
@@ -138,7 +138,7 @@ class _Preprocess(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class _ExportNet(nn.Module):
+class _ExportNet(ResNetBody):
     """A torchvision ResNet with optional in-graph preprocessing and a features output.
 
     The ResNet's submodules keep their attribute names, so tensor names are the same as when
@@ -147,32 +147,20 @@ class _ExportNet(nn.Module):
     its output then.
     """
 
-    conv1: nn.Module
-    bn1: nn.Module
-    relu: nn.Module
-    maxpool: nn.Module
-    layer1: nn.Module
-    layer2: nn.Module
-    layer3: nn.Module
-    layer4: nn.Module
-    avgpool: nn.Module
     fc: nn.Module
 
     def __init__(self, resnet: nn.Module, preprocess: Optional[nn.Module],
                  with_features: bool, embedding: Optional[nn.Module] = None) -> None:
-        super().__init__()
+        super().__init__(resnet)
         self.preprocess = preprocess
-        for name in _RESNET_PARTS:
-            setattr(self, name, getattr(resnet, name))
+        self.fc = getattr(resnet, "fc")
         self.embedding = embedding
         self.with_features = with_features
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.preprocess is not None:
             x = self.preprocess(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        features = torch.flatten(self.avgpool(x), 1)
+        features = self.pooled(x)
         if self.embedding is not None:
             features = self.embedding(features)
         logits = self.fc(features)

@@ -179,7 +179,7 @@ def check_signature(signature: bytes, content_sha256: str, certificate: Optional
         return
     if not signature:
         raise GalleryFileError(f"{where} is not signed but a fleet certificate was given; enrol "
-                               "with --sign-key (the fleet key) or leave out the certificate")
+                               "with sign_key (the fleet key) or leave out the certificate")
     from edge_resnet.bundle.signing import verify_bytes
 
     verify_bytes(certificate, signed_message(content_sha256), signature, f"gallery {where}")

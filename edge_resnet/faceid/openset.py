@@ -109,8 +109,8 @@ def evaluate_open_set(feats: np.ndarray, labels: np.ndarray, names: Sequence[str
         usable = np.flatnonzero(counts > k)
         if len(usable) < 2:
             raise DataError(f"{k} enrolment photo(s): fewer than two identities have {k + 1} "
-                            "images or more (one probe each is needed); add images or lower "
-                            "--photos")
+                            "images or more (one probe each is needed); add images or give "
+                            "fewer photos")
         pooled: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for d in range(draws):
             rng = np.random.default_rng([seed, k, d])

@@ -148,7 +148,7 @@ def _check_device(device: str) -> None:
         raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DependencyError(f"device {device!r} asked for but torch sees no CUDA GPU; use "
-                              "--device cpu")
+                              "device=cpu")
 
 
 def _predict(model: nn.Module, pixels: _Pixels, spec: ModelSpec, batch_size: int) -> np.ndarray:
