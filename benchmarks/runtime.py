@@ -126,7 +126,7 @@ def _child(tree: Path, args: argparse.Namespace, video: Path, out: Path) -> Dict
     """One round of this script on ``tree``'s SDK (a child process, its own imports)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), args.model, "--backend", args.backend,
            "--threads", str(args.threads), "--runs", str(args.runs), "--rounds", "1",
-           "--batch-size", str(args.batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--batch", str(args.batch), "--max-wait-ms", str(args.max_wait_ms),
            "--io-niceness", str(args.io_niceness), "--video", str(video), "--json", str(out)]
     env = dict(os.environ, PYTHONPATH=str(tree))
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
