@@ -89,6 +89,7 @@ def _runnable_version(root: Path) -> str:
     return release.manifest.version
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_leaves_a_runnable_release(scratch: Path, fleet: Fleet,
                                                     make_bundle: Callable[..., Path]) -> None:
     tmp_path = scratch

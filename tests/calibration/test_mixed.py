@@ -46,6 +46,7 @@ def _test_batches(folder: Path, spec: Any) -> Tuple[List[np.ndarray], np.ndarray
     return [b for b, _ in pairs], np.concatenate([y for _, y in pairs])
 
 
+@pytest.mark.slow
 def test_mixed_precision_finds_the_two_ruined_layers(calibrated: Any, calib_stats: Any,
                                                      digits_onnx: Path, digits_spec: Any,
                                                      digits_dirs: Any) -> None:
@@ -81,6 +82,7 @@ def test_mixed_precision_finds_the_two_ruined_layers(calibrated: Any, calib_stat
                for n in model.graph.node if n.op_type == "Conv") == 53 - 2
 
 
+@pytest.mark.slow
 def test_unreachable_budget_is_a_gate_error(tmp_path: Path, calibrated: Any,
                                             digits_onnx: Path, digits_dirs: Any) -> None:
     out = _with_stats(tmp_path, calibrated, digits_onnx)
