@@ -45,6 +45,9 @@ def add_gallery_commands(gsub: Any) -> None:
     add_output_args(enroll, "GALLERY.npz", "gallery file to write (.npz)")
     enroll.add_argument("--target-far", type=_rate, default=0.01,
                         help="false accept rate the threshold is chosen for (default 0.01)")
+    enroll.add_argument("--require-resolved", action="store_true",
+                        help="fail (exit 2) instead of warning when the enrolment has too few "
+                             "impostor pairs to resolve --target-far")
     enroll.add_argument("--sign-key", help="fleet private key (bundle keygen) to sign with")
     enroll.set_defaults(func=_enroll)
 
@@ -96,13 +99,15 @@ def _enroll(args: argparse.Namespace) -> int:
 
     with load_backend(args.backend, args.model, {"threads": args.threads}) as backend:
         gallery = enroll(backend, args.folder, batch_size=args.batch_size,
-                         target_far=args.target_far)
+                         target_far=args.target_far, require_resolved=args.require_resolved)
     gallery.save(args.out, sign_key=args.sign_key)
     info = gallery.threshold_info
     print(json.dumps({"gallery": args.out, "identities": len(gallery.names),
                       "images": sum(gallery.counts), "signed": bool(gallery.signature),
                       "match_threshold": round(gallery.suggested_threshold, 6),
-                      "target_far": info["target_far"], "estimated_far": info["estimated_far"],
+                      "target_far": info["target_far"], "resolved": info["resolved"],
+                      "far_resolution": info["far_resolution"],
+                      "estimated_far": info["estimated_far"],
                       "estimated_tar": info["estimated_tar"],
                       "impostor_scores": info["impostor_scores"],
                       "genuine_scores": info["genuine_scores"],

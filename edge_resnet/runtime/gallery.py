@@ -225,16 +225,18 @@ def embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_siz
 
 
 def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,
-           target_far: float = 0.01) -> Gallery:
+           target_far: float = 0.01, require_resolved: bool = False) -> Gallery:
     """Enrol one identity per subfolder of ``folder`` (one photo each is enough).
 
     The threshold is chosen for ``target_far`` from impostor scores between the enrolled
-    identities and recorded with how it was derived (``threshold_info``).
+    identities and recorded with how it was derived (``threshold_info``). A ``target_far``
+    the enrolment cannot resolve is a warning in that record, or with ``require_resolved`` a
+    :class:`~edge_resnet.core.DataError` (for pipelines that must not ship such a gallery).
     """
     feats = embed_identities(backend, group_by_identity(folder), batch_size)
     names = list(feats)
     blocks = [feats[n] for n in names]
-    threshold, info = derive_threshold(blocks, target_far)
+    threshold, info = derive_threshold(blocks, target_far, require_resolved)
     for warning in info["warnings"]:
         log.warning("%s", warning)
     centres = l2_normalize(np.stack([f.mean(axis=0) for f in blocks]))

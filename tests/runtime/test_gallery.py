@@ -180,6 +180,15 @@ def test_cli_enroll_and_run_with_gallery(digits_features_onnx: Path, enrol_dir: 
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["identities"] == 9 and out.is_file() and info["signed"] is False
     assert info["match_threshold"] == round(gallery_and_scores["gallery"].suggested_threshold, 6)
+    # the FAR the enrolment can resolve: K identities / (N images x (K - 1) other identities)
+    assert info["far_resolution"] == pytest.approx(9 / (info["images"] * 8))
+    assert info["resolved"] is (0.01 >= info["far_resolution"])
+    assert main(["gallery", "enroll", str(enrol_dir), "--model", str(digits_features_onnx),
+                 "--out", str(tmp_path / "strict.npz"), "--threads", "2",
+                 "--target-far", "1e-6", "--require-resolved"]) == 2
+    err = capsys.readouterr().err
+    assert "--target-far 1e-06 cannot be resolved" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "strict.npz").exists()
     events_path = tmp_path / "ids.jsonl"
     assert main(["run", str(digits_features_onnx), str(digits_dirs.test_dir), str(events_path),
                  "--gallery", str(out), "--threads", "2", "--stats-interval", "0",
