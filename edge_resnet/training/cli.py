@@ -11,12 +11,13 @@ from typing import Any
 
 from edge_resnet.cli_args import (add_batch_args, add_output_args, add_progress_args,
                                   add_seed_args, add_threads_args, progress_enabled)
-from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES
+from edge_resnet.training.options import INIT_CHOICES, LOSS_CHOICES, LossOptions
 
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
+    loss = LossOptions()  # the library's loss defaults are the CLI's
     p = subparsers.add_parser(
         "finetune", help="fine-tune ResNet50 on a labeled image folder",
         description="Fine-tune ResNet50 on DATA_DIR (one subfolder per class) with AdamW and a "
@@ -43,16 +44,17 @@ def register(subparsers: Any) -> None:
     add_threads_args(p, "torch threads (default: all cores; use 1 when the machine is busy "
                         "with other work)")
     add_progress_args(p)
-    p.add_argument("--loss", choices=LOSS_CHOICES, default="ce",
+    p.add_argument("--loss", choices=LOSS_CHOICES, default=loss.name,
                    help="ce: softmax classifier (default); arcface: additive angular margin on "
                         "an L2-normalised embedding (a 512-d head by default, --embedding-dim), "
                         "made for galleries (export it with --features)")
-    p.add_argument("--arcface-margin", type=float, default=0.1,
-                   help="arcface: angular margin in radians (default 0.1)")
-    p.add_argument("--arcface-scale", type=float, default=16.0,
-                   help="arcface: logit scale s (default 16)")
-    p.add_argument("--arcface-warmup", type=int, default=5,
-                   help="arcface: epochs over which the margin ramps up from 0 (default 5)")
+    p.add_argument("--arcface-margin", type=float, default=loss.margin,
+                   help="arcface: angular margin in radians (default %(default)s)")
+    p.add_argument("--arcface-scale", type=float, default=loss.scale,
+                   help="arcface: logit scale s (default %(default)s)")
+    p.add_argument("--arcface-warmup", type=int, default=loss.warmup_epochs,
+                   help="arcface: epochs over which the margin ramps up from 0 "
+                        "(default %(default)s)")
     p.add_argument("--embedding-dim", type=int, default=None, metavar="N",
                    help="embedding head (BN, dropout, FC 2048->N, BN) before the classifier; "
                         "0: none, the pooled 2048-d features (default: 512 for arcface, none "
@@ -66,7 +68,6 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from edge_resnet.training.finetune import finetune
-    from edge_resnet.training.options import LossOptions
 
     result = finetune(args.data_dir, Path(args.out), resolution=args.resolution, resize=args.resize,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
