@@ -7,6 +7,11 @@ softmax cross-entropy (today's classifier features) and one with ArcFace, then m
 
     python benchmarks/faceid.py --work /tmp/faceid [--device cuda] [--epochs 30]
 
+``--train-set wide`` (default) trains on 911 glyph identities (the face-recognition regime: many
+identities, a few dozen photos each), ``narrow`` on the 65 Cyrillic/Greek ones of earlier runs.
+``--prepare-only`` writes the data and stops, so several runs (``--losses``, ``--seed``) can then
+share one GPU in parallel; each writes ``faceid-results-<losses>[-d<dim>]-<set>-e<E>-s<seed>.json``.
+
 Features are the checkpoint's pooled 2048-d vectors computed in torch with the SDK's
 preprocessing (the ONNX ``features`` output of the same checkpoint agrees to ~1e-6; the tests
 check the ONNX path through ``edge-resnet gallery eval``).
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,24 +113,43 @@ def main(argv: "List[str] | None" = None) -> int:
                              "instead of training it again")
     parser.add_argument("--target-far", type=float, default=0.01,
                         help="FAR the enrolment threshold is derived for (threshold trials)")
+    parser.add_argument("--train-set", choices=("wide", "narrow"), default="wide",
+                        help="wide: 911 training identities; narrow: the 65 Cyrillic/Greek ones")
+    parser.add_argument("--fonts", type=Path, default=None,
+                        help="folder of the DejaVu .ttf files (default: fontconfig's)")
+    parser.add_argument("--render-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--prepare-only", action="store_true", help="write the data and stop")
+    parser.add_argument("--log-epochs", action="store_true", help="log every epoch to stderr")
     args = parser.parse_args(argv)
+    if args.log_epochs:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
+    from edge_resnet.datasets.glyphs import (EVAL_GLYPHS, TRAIN_GLYPHS, WIDE_TRAIN_GLYPHS,
+                                             write_glyph_folder)
     from edge_resnet.training.finetune import finetune
     from edge_resnet.training.options import LossOptions
     from edge_resnet.faceid.openset import (enrolment_threshold_trials, evaluate_open_set,
                                             format_report, report)
 
-    train_dir = args.work / f"glyphs-train-{args.train_per_identity}-{args.size}"
+    fonts = sorted(args.fonts.glob("DejaVu*.ttf")) if args.fonts else None
+    wide = args.train_set == "wide"
+    train_dir = args.work / (f"glyphs-{'wide-' if wide else ''}train-{args.train_per_identity}-"
+                             f"{args.size}")
     eval_dir = args.work / f"glyphs-eval-{args.eval_per_identity}-{args.size}"
-    write_glyph_folder(train_dir, TRAIN_GLYPHS, args.train_per_identity, args.size, seed=1)
-    write_glyph_folder(eval_dir, EVAL_GLYPHS, args.eval_per_identity, args.size, seed=2)
+    write_glyph_folder(train_dir, WIDE_TRAIN_GLYPHS if wide else TRAIN_GLYPHS,
+                       args.train_per_identity, args.size, seed=1, fonts=fonts,
+                       workers=args.render_workers)
+    write_glyph_folder(eval_dir, EVAL_GLYPHS, args.eval_per_identity, args.size, seed=2,
+                       fonts=fonts, workers=args.render_workers)
+    if args.prepare_only:
+        return 0
     results: Dict[str, Any] = {}
     for loss in args.losses.split(","):
         options = LossOptions(loss, args.arcface_margin, args.arcface_scale,
                               args.arcface_warmup, args.embedding_dim, args.embedding_dropout)
         tag = "-".join(f"{k}{v}" for k, v in options.recipe().items() if k != "embedding")
-        ckpt = args.work / f"glyphs-{tag}-e{args.epochs}-s{args.seed}.pt"
+        ckpt = args.work / (f"glyphs-{'wide-' if wide else ''}{tag}-e{args.epochs}-"
+                            f"s{args.seed}.pt")
         started = time.perf_counter()
         if args.reuse and ckpt.is_file():
             val_acc, seconds = _trained(ckpt)
@@ -160,7 +186,10 @@ def main(argv: "List[str] | None" = None) -> int:
     for rep in results.values():
         for s in rep["sizes"]:
             s.pop("curve", None)
-    (args.work / "faceid-results.json").write_text(json.dumps(
+    dim = "" if args.embedding_dim is None else f"-d{args.embedding_dim}"
+    name = (f"faceid-results-{args.losses.replace(',', '+')}{dim}-{args.train_set}-"
+            f"e{args.epochs}-s{args.seed}")
+    (args.work / f"{name}.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
     return 0
 

@@ -9,7 +9,9 @@ blur, noise). Two disjoint sets:
 * ``train``: Cyrillic and Greek letters whose upright forms do not look like Latin letters or
   digits (the embedding is trained on these);
 * ``eval``: Latin letters and digits, less ``I``, ``l`` and ``O`` (near-copies of ``1``/``l``/
-  ``0``): 59 identities the embedding never saw.
+  ``0``): 59 identities the embedding never saw;
+* ``train-wide``: ``train`` plus 846 glyphs of other scripts and symbol blocks (911 identities),
+  for training embeddings the way face recognition does, on many identities.
 
 Fonts come from fontconfig (``fc-list``), DejaVu only so that every machine with
 ``fonts-dejavu-core`` (+ ``fonts-dejavu-extra`` for the other 16 styles) makes the same set.
@@ -18,20 +20,21 @@ A folder is written once per parameter set (``glyphs.json`` records them) and th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_resnet.core import DataError, DependencyError, InputError
 from edge_resnet.io_utils import atomic_write_json
 
-__all__ = ["EVAL_GLYPHS", "TRAIN_GLYPHS", "dejavu_fonts", "identity_name", "render_glyph",
-           "write_glyph_folder"]
+__all__ = ["EVAL_GLYPHS", "TRAIN_GLYPHS", "WIDE_TRAIN_GLYPHS", "dejavu_fonts", "identity_name",
+           "render_glyph", "write_glyph_folder"]
 
 _LATIN = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
 EVAL_GLYPHS = _LATIN  # 59: no I, l, O
@@ -39,6 +42,27 @@ EVAL_GLYPHS = _LATIN  # 59: no I, l, O
 # У/у, З, Ь, Α, Β, Ε, Ζ, Η, Ι, Κ, Μ, Ν, Ο/ο, Ρ, Τ, Υ/υ, Χ, ι, κ, ν are left out).
 TRAIN_GLYPHS = ("БГДЖИЙЛПФЦЧШЩЪЫЭЮЯбгджийлпфцчшщъыэюя"
                 "ΓΔΘΛΞΠΣΦΨΩαβγδεζηθλμξπρστφχψω")
+# 911 training identities for a face-recognition-like regime (many identities, a few dozen
+# photos each): TRAIN_GLYPHS + 846 Armenian, Hebrew, Arabic, Georgian, Canadian syllabics,
+# Tifinagh, Lao, N'Ko letters and math/arrow/geometric symbols that at least 4 DejaVu faces draw,
+# whose tight-cropped shape (20x20, Sans/Serif/Mono) has cosine < 0.7 to every Latin letter and
+# digit and < 0.9 to every glyph kept before it (benchmarks/pick_wide_glyphs.py made the list).
+WIDE_TRAIN_GLYPHS = TRAIN_GLYPHS + (
+    "ԹԽԾՀՃՇՊՌՓՔՖխկձչպվփֆևאבגדךכלמנעףצקרשתءؤئبتثخدذرزسشصضطعغفقكموى"
+    "يႡႢႣႥႧႨႪႫႮႯႰႴႵႻႿჀჃჄჅადორტუფღშჭჯჰჴჶᐂᐄᐅᐆᐊᐋᐌᐍᐎᐏᐐᐑᐒᐓᐔᐕᐗᐘᐙᐚᐞᐫᐬᐭᐮᐰ"
+    "ᐲᐳᐴᐵᐸᐹᐻᐼᐽᐾᐿᑀᑁᑂᑃᑄᑅᑆᑇᑈᑑᑖᑗᑘᑙᑚᑛᑜᑝᑞᑟᑠᑡᑢᑣᑤᑥᑧᑨᑩᑪᑬᑮᑰᑱᑳᑴᑵᑶᑷᑸᑹᑺᑻᑼᑽᑾᑿᒀᒁ"
+    "ᒂᒅᒆᒇᒈᒊᒌᒒᒓᒔᒕᒖᒗᒘᒙᒚᒜᒝᒟᒠᒣᒤᒦᒧᒩᒬᒭᒯᒰᒱᒲᒴᒷᒺᓀᓁᓂᓃᓄᓅᓇᓈᓉᓊᓋᓍᓐᓒᓓᓔᓕᓖᓗᓘᓙᓚᓛᓜᓝᓞ"
+    "ᓟᓠᓡᓢᓣᓤᓥᓦᓧᓨᓩᓪᓬᓭᓮᓯᓰᓱᓲᓳᓴᓵᓶᓷᓸᓹᓺᓻᓼᓽᓾᓿᔀᔁᔂᔃᔄᔐᔑᔒᔓᔔᔕᔖᔗᔘᔙᔚᔛᔜᔝᔞᔟᔠᔡᔢᔣᔤᔥᔦ"
+    "ᔧᔨᔩᔪᔫᔬᔭᔮᔯᔰᔱᔲᔳᔴᔵᔶᔷᔸᔹᔺᔻᔼᔽᕂᕃᕄᕅᕆᕇᕉᕋᕌᕍᕎᕏᕒᕔᕕᕖᕗᕘᕙᕚᕛᕜᕢᕣᕥᕧᕨᕩᕪᕴᕵᕶᕷᕸᕹᕺᕾ"
+    "ᕿᖀᖁᖂᖃᖄᖅᖊᖋᖌᖍᖎᖏᖐᖑᖒᖓᖔᖕᖖᖠᖢᖣᖤᖥᖦᖧᖨᖩᖪᖫᖬᖭᙇᙯᙰᙱᙲᙳᙴᙵᙶⴰⴲⴻⴼⴽⴾⴿⵀⵁⵂⵄⵆⵈⵋⵌⵐⵒⵓ"
+    "ⵖⵗⵘⵞⵢⵣⵤⵥກຂຄງຈຊຍຕຖທນຜພຟມຣລສຫອຮຯະາຳຽເແໂໃໄ໑໒໓໔໕໖໗໘໙ໜ߂߃߄߆߇߈߉ߌߍߎߏ"
+    "ߐߑߒߓߔߖߘߛߝߞߟߢߣ∂∄∅∉∊∌∍∎∓∔∕∖∗√∛∜∝∞∟∡∢∥∬∭∮∯∰∱∴∵∶∷∸∹∺∻∼∽∾∿≁≂≃≄≅≆≇"
+    "≈≉≊≋≌≍≎≏≐≑≒≓≔≖≗≘≙≚≛≜≝≞≟≠≡≢≣≤≥≦≧≨≩≪≫≬≭≮≯≰≱≲≳≵≶≷≸≹≺≻≼≽≾≿⊀⊁⊂⊃⊄⊅"
+    "⊆⊇⊈⊉⊊⊋⊏⊐⊑⊒⊗⊚⊛⊜⊞⊟⊠⊡⊢⊣⊧⊨⊩⊪⊫⊬⊭⊮⊯⊰⊱⊲⊳⊴⊵⊶⊷⊸⊹⊼⊾⊿⋄⋇⋈⋉⋊⋋⋌⋍⋏⋐⋑⋒⋓⋔⋕⋖⋗⋘"
+    "⋙⋚⋛⋜⋝⋞⋟⋠⋡⋢⋣⋤⋦⋧⋨⋩⋪⋫⋬⋭⋰⋱⋲⋳⋴⋵⋶⋷⋸⋹⋺⋻⋼⋽⋾⋿←→↔↖↗↘↙↚↛↜↝↢↣↤↦↩↪↫↬↭↮↯↰↱"
+    "↲↳↴↵↶↷↸↹↺↻↼↽⇀⇁⇄⇆⇇⇉⇋⇌⇍⇎⇏⇑⇓⇔⇕⇖⇗⇘⇙⇚⇛⇤⇥⇦⇧⇨⇩⇫⇭⇮⇯⇰⇱⇲⇳⇴⇶⇷⇸⇺⇼⇿■□▣▤▥▦"
+    "▧▨▩▪▬▭▮▰▱▲△▵▶▷►▻▼◀◁◄◅◆◇◈◉◊◌◍◎●◐◑◒◓◔◕◖◗◘◙◚◛◠◡◢◣◤◥◧◨◩◪◫◭◰◱◲◳◴◵"
+    "◶◷◸◹◺◿")
 _MISSING = "\U0010FFFD"  # a private-use code point no font draws: its rendering is the .notdef box
 _FORMAT = 1
 
@@ -99,6 +123,32 @@ def render_glyph(glyph: str, font_path: Path, size: int, rng: np.random.Generato
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=None)
+def _probe_font(path: Path) -> Any:
+    """The font at 48 px for coverage checks, loaded once per process."""
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(path), 48)
+
+
+def _write_identity(job: Tuple[Path, str, int, int, int, Sequence[Path]]) -> bool:
+    """Render one glyph's photos into ``out/U+XXXX``; False when no font draws it."""
+    from PIL import Image
+
+    out, glyph, per_identity, size, seed, fonts = job
+    usable = [p for p in fonts if _covers(_probe_font(p), glyph, 64)]
+    if not usable:
+        return False
+    folder = out / identity_name(glyph)
+    folder.mkdir(parents=True, exist_ok=True)
+    for j in range(per_identity):
+        key = hashlib.sha256(f"{seed}/{ord(glyph)}/{j}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
+        pixels = render_glyph(glyph, usable[j % len(usable)], size, rng)
+        Image.fromarray(pixels).save(folder / f"{j:03d}.png")
+    return True
+
+
 def _params(glyphs: str, per_identity: int, size: int, seed: int, fonts: Sequence[Path]
             ) -> Dict[str, Any]:
     return {"format": _FORMAT, "glyphs": glyphs, "per_identity": per_identity, "size": size,
@@ -107,16 +157,16 @@ def _params(glyphs: str, per_identity: int, size: int, seed: int, fonts: Sequenc
 
 def write_glyph_folder(out_dir: "str | Path", glyphs: str, per_identity: int = 24,
                        size: int = 32, seed: int = 0,
-                       fonts: Optional[Sequence[Path]] = None) -> Dict[str, Any]:
+                       fonts: Optional[Sequence[Path]] = None,
+                       workers: int = 0) -> Dict[str, Any]:
     """Write ``out_dir/U+XXXX/NN.png`` for every glyph (one subfolder per identity).
 
     Deterministic for the parameters and font files: image j of a glyph uses the j-th font
     that covers it (cycling) and a generator seeded by (seed, code point, j). Reuses a folder
     written with the same parameters; refuses to write into another non-empty folder.
-    Returns the parameters (with the glyphs skipped for lack of fonts).
+    Returns the parameters (with the glyphs skipped for lack of fonts). ``workers`` > 1 renders
+    glyphs in that many processes (the same files: each image has its own generator).
     """
-    from PIL import Image, ImageFont
-
     if per_identity < 1 or size < 8 or not glyphs:
         raise InputError(f"need glyphs, per_identity >= 1 and size >= 8 (got {len(glyphs)}, "
                          f"{per_identity}, {size})")
@@ -134,20 +184,18 @@ def write_glyph_folder(out_dir: "str | Path", glyphs: str, per_identity: int = 2
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty and was not written with these parameters; give "
                          "a new folder")
-    probes = {p: ImageFont.truetype(str(p), 48) for p in fonts}
-    skipped: List[str] = []
-    for glyph in glyphs:
-        usable = [p for p in fonts if _covers(probes[p], glyph, 64)]
-        if not usable:
-            skipped.append(glyph)
-            continue
-        folder = out / identity_name(glyph)
-        folder.mkdir(parents=True, exist_ok=True)
-        for j in range(per_identity):
-            key = hashlib.sha256(f"{seed}/{ord(glyph)}/{j}".encode()).digest()
-            rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
-            pixels = render_glyph(glyph, usable[j % len(usable)], size, rng)
-            Image.fromarray(pixels).save(folder / f"{j:03d}.png")
+    if workers > 1 and len(glyphs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the caller may hold torch/OpenMP threads, which a forked child must not inherit
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(glyphs)), mp_context=spawn) as pool:
+            drawn = list(pool.map(_write_identity, [(out, g, per_identity, size, seed, fonts)
+                                                    for g in glyphs], chunksize=8))
+    else:
+        drawn = [_write_identity((out, g, per_identity, size, seed, fonts)) for g in glyphs]
+    skipped = [g for g, ok in zip(glyphs, drawn) if not ok]
     if len(skipped) == len(glyphs):
         raise DataError(f"none of the fonts {[p.name for p in fonts]} draws these glyphs")
     result = {"params": params, "identities": len(glyphs) - len(skipped), "skipped": skipped}

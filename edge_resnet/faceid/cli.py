@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from edge_resnet.cli_args import (add_batch_args, add_gallery_model_args, add_output_args,
@@ -73,10 +74,12 @@ def add_gallery_commands(gsub: Any) -> None:
         "glyphs", help="write the offline glyph-identity protocol (train or eval set)",
         description="Render glyph identities from the DejaVu fonts with augmentation: "
                     "--set eval writes 59 Latin letters/digits (for `gallery eval`), --set "
-                    "train 65 Cyrillic/Greek letters (for `finetune`), one subfolder each. "
+                    "train 65 Cyrillic/Greek letters, --set train-wide those and 846 glyphs of "
+                    "other scripts and symbols (911; for `finetune`), one subfolder each. "
                     "Deterministic for the parameters and fonts.")
     glyphs.add_argument("out", help="folder to write (new or empty)")
-    glyphs.add_argument("--set", dest="which", choices=("eval", "train"), default="eval")
+    glyphs.add_argument("--set", dest="which", choices=("eval", "train", "train-wide"),
+                        default="eval")
     glyphs.add_argument("--per-identity", type=positive_int, default=24)
     glyphs.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     add_seed_args(glyphs, 0, "seed of the augmentation")
@@ -184,10 +187,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _glyphs(args: argparse.Namespace) -> int:
-    from edge_resnet.datasets.glyphs import EVAL_GLYPHS, TRAIN_GLYPHS, write_glyph_folder
+    from edge_resnet.datasets.glyphs import (EVAL_GLYPHS, TRAIN_GLYPHS, WIDE_TRAIN_GLYPHS,
+                                             write_glyph_folder)
 
-    glyphs = EVAL_GLYPHS if args.which == "eval" else TRAIN_GLYPHS
-    done = write_glyph_folder(args.out, glyphs, args.per_identity, args.size, args.seed)
+    glyphs = {"eval": EVAL_GLYPHS, "train": TRAIN_GLYPHS, "train-wide": WIDE_TRAIN_GLYPHS}
+    done = write_glyph_folder(args.out, glyphs[args.which], args.per_identity, args.size,
+                              args.seed, workers=os.cpu_count() or 1)
     print(json.dumps({"out": args.out, "set": args.which, "identities": done["identities"],
                       "per_identity": args.per_identity, "skipped": done["skipped"],
                       "fonts": len(done["params"]["fonts"])}))

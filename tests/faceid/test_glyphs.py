@@ -11,8 +11,8 @@ import pytest
 
 from edge_resnet.cli import main
 from edge_resnet.core import DataError, InputError
-from edge_resnet.datasets.glyphs import (EVAL_GLYPHS, TRAIN_GLYPHS, dejavu_fonts, identity_name,
-                                         write_glyph_folder)
+from edge_resnet.datasets.glyphs import (EVAL_GLYPHS, TRAIN_GLYPHS, WIDE_TRAIN_GLYPHS,
+                                         dejavu_fonts, identity_name, write_glyph_folder)
 from edge_resnet.images import read_image
 
 
@@ -80,3 +80,23 @@ def test_cli_eval_and_enroll_refusals_are_one_line(tmp_path: Path,
     assert len(err) == 1 and "--far values are rates in (0, 1)" in err[0]
     assert main(["gallery", "eval", str(folder), "--model", "m.onnx", "--photos", "x"]) == 2
     assert "--photos must be comma-separated numbers" in capsys.readouterr().err
+
+
+def test_wide_train_set_is_disjoint_and_parallel_rendering_is_identical(tmp_path: Path) -> None:
+    assert len(set(WIDE_TRAIN_GLYPHS)) == len(WIDE_TRAIN_GLYPHS) == 911
+    assert WIDE_TRAIN_GLYPHS.startswith(TRAIN_GLYPHS)
+    assert not set(WIDE_TRAIN_GLYPHS) & set(EVAL_GLYPHS + "IlO")
+    glyphs = WIDE_TRAIN_GLYPHS[60:72]  # Greek and Armenian: several fonts each
+    serial = write_glyph_folder(tmp_path / "serial", glyphs, per_identity=3, size=24, seed=5)
+    parallel = write_glyph_folder(tmp_path / "parallel", glyphs, 3, 24, 5, workers=2)
+    assert serial == parallel and serial["identities"] == 12
+    assert _digest(tmp_path / "serial") == _digest(tmp_path / "parallel")
+
+
+def test_cli_glyphs_train_wide(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "wide"
+    assert main(["gallery", "glyphs", str(out), "--set", "train-wide", "--per-identity", "1",
+                 "--size", "16"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["set"] == "train-wide" and info["identities"] == 911 and info["skipped"] == []
+    assert len(list(out.glob("U+*/000.png"))) == 911
