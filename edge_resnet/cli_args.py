@@ -65,6 +65,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def agreement_percent(text: str) -> float:
+    """argparse type: a top-1 agreement gate in percent, 0 (no gate) or 1..100.
+
+    Refuses values below 1: ``0.99`` is almost always a fraction meant as 99 %, and taken as
+    0.99 % it would let any model through the gate without a word.
+    """
+    value = float(text)
+    if not (value == 0.0 or 1.0 <= value <= 100.0):
+        hint = f" ({value:g} would mean {value:g} %; for {value * 100:g} % give {value * 100:g})" \
+            if 0.0 < value < 1.0 else ""
+        raise argparse.ArgumentTypeError(f"is a percentage in [1, 100], got {value:g}{hint}")
+    return value
+
+
+def add_agreement_args(p: Any, what: str, default: Optional[float] = None) -> None:
+    """``--min-agreement PCT``: one unit (percent) wherever a command gates top-1 agreement."""
+    shown = "" if default is None else f" (default {default:g})"
+    p.add_argument("--min-agreement", type=agreement_percent, default=default, metavar="PCT",
+                   help=f"{what}, in percent{shown}")
+
+
 class _DeprecatedAlias(argparse.Action):
     """An old spelling: stores into the new flag's dest and says once per process to move on."""
 

@@ -152,3 +152,44 @@ def test_bench_backends_list_takes_only_registry_names(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "m.onnx", "--backends", "onnxruntime,nope"])
     assert "'onnxruntime,nope': choose from auto, " in capsys.readouterr().err
+
+
+def _numeric(action: argparse.Action) -> bool:
+    try:
+        return callable(action.type) and isinstance(action.type("1"), (int, float))
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return False
+
+
+def test_each_number_flag_has_one_unit_across_commands() -> None:
+    """A number flag spelled alike takes its value alike (type and metavar): ``--min-agreement``
+    once meant a fraction in ``export`` and a percentage in ``eval``, so 0.99 gated nothing
+    there."""
+    kinds: Dict[str, Dict[Tuple[Any, Any], List[str]]] = {}
+    for command, parser in _commands(build_parser()):
+        for action in filter(_numeric, _visible(parser)):
+            flag = max(action.option_strings, key=len)
+            key = (getattr(action.type, "__name__", action.type), action.metavar)
+            kinds.setdefault(flag, {}).setdefault(key, []).append(command)
+    assert "--min-agreement" in kinds and len(kinds) >= 10
+    assert {flag: k for flag, k in kinds.items() if len(k) > 1} == {}
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_min_agreement_is_a_percentage_everywhere(command: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    base = {"eval": ["eval", "data", "--reference", "r.onnx"],
+            "export": ["export", "random", "--out", "x.onnx"]}[command]
+    args = build_parser().parse_args(base + ["--min-agreement", "99.5"])
+    assert args.min_agreement == 99.5
+    if command == "export":
+        from edge_resnet.export.cli import _min_agreement
+
+        assert _min_agreement(args) == pytest.approx(0.995)
+        assert _min_agreement(build_parser().parse_args(base)) == 0.99
+    for bad, said in (("0.99", "for 99 % give 99"), ("150", "got 150")):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(base + ["--min-agreement", bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--min-agreement: is a percentage in [1, 100]" in err and said in err

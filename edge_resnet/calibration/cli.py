@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
                      help="FP16 model takes/returns float16 (default: float32 IO)")
     cal.add_argument("--quantize-fc", action="store_true", help="quantize the classifier too")
     cal.add_argument("--eval-data", type=Path, help="labeled held-out folder: top-1 per model")
-    cal.add_argument("--max-drop", type=float,
+    cal.add_argument("--max-drop", type=float, metavar="POINTS",
                      help="accuracy-aware mode: keep sensitive layers float until the top-1 "
                           "drop on --eval-data is at most this many points")
     cal.add_argument("--max-float-layers", type=int,

@@ -12,9 +12,9 @@ import argparse
 import sys
 from typing import Any, Dict, List
 
-from edge_resnet.cli_args import (add_backend_args, add_batch_args, add_images_args,
-                                  add_progress_args, add_report_args, add_seed_args,
-                                  backend_options)
+from edge_resnet.cli_args import (add_agreement_args, add_backend_args, add_batch_args,
+                                  add_images_args, add_progress_args, add_report_args,
+                                  add_seed_args, backend_options)
 from edge_resnet.core import GateError, InputError
 
 __all__ = ["register", "run_eval"]
@@ -48,9 +48,8 @@ def register(subparsers: Any) -> None:
                         help="fail (exit 1) when the upper end of a candidate's 95 %% "
                              "paired-bootstrap interval of the top-1 drop exceeds POINTS "
                              "(labeled data only)")
-    parser.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
-                        help="fail (exit 1) when a candidate agrees with the reference's top-1 "
-                             "on fewer than PCT percent of the images")
+    add_agreement_args(parser, "fail (exit 1) when a candidate agrees with the reference's "
+                               "top-1 on fewer than PCT of the images")
     parser.add_argument("--plots", default=None, metavar="DIR",
                         help="write PNG plots (per-class accuracy, |logit difference| "
                              "histograms) into DIR, linked from the Markdown report "

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_resnet.cli_args import add_output_args, add_report_args
+from edge_resnet.cli_args import add_agreement_args, add_output_args, add_report_args
 
 __all__ = ["register", "run_export"]
 
@@ -58,11 +58,19 @@ def register(subparsers: Any) -> None:
                        help="allowed max |logit difference| (default 1e-3, plus --rtol)")
     check.add_argument("--rtol", type=float, default=None,
                        help="extra allowance per unit of max |logit| (default 1e-5)")
-    check.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
-                       help="minimum top-1 agreement, 0..1 (default 0.99)")
+    add_agreement_args(check, "minimum top-1 agreement of ONNX Runtime with PyTorch "
+                              "(default: parity.DEFAULT_MIN_AGREEMENT, 99)")
     check.add_argument("--no-check", action="store_true", help="skip the parity proof")
     add_report_args(parser, "FILE.json", "write the export result and parity numbers as JSON")
     parser.set_defaults(func=run_export)
+
+
+def _min_agreement(args: argparse.Namespace) -> float:
+    """The parity proof's agreement bound as the library takes it: a fraction (flag: percent)."""
+    from edge_resnet.export import parity
+
+    return (parity.DEFAULT_MIN_AGREEMENT if args.min_agreement is None
+            else args.min_agreement / 100.0)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -84,8 +92,7 @@ def run_export(args: argparse.Namespace) -> int:
         loaded.model, loaded.spec, args.out, images,
         atol=parity.DEFAULT_ATOL if args.atol is None else args.atol,
         rtol=parity.DEFAULT_RTOL if args.rtol is None else args.rtol,
-        min_top1_agreement=(parity.DEFAULT_MIN_AGREEMENT if args.min_agreement is None
-                            else args.min_agreement),
+        min_top1_agreement=_min_agreement(args),
         opset=args.opset, fuse_preprocessing=args.fuse_preprocessing,
         input_color_order=args.input_order, with_features=args.features,
         dynamic_batch=not args.static_batch, weights_sha256=loaded.weights_sha256,
@@ -129,8 +136,7 @@ def _rewrite_dla_head(path: Path, images: Any, args: argparse.Namespace) -> None
                 path, tmp, images,
                 atol=parity.DEFAULT_ATOL if args.atol is None else args.atol,
                 rtol=parity.DEFAULT_RTOL if args.rtol is None else args.rtol,
-                min_top1_agreement=(parity.DEFAULT_MIN_AGREEMENT if args.min_agreement is None
-                                    else args.min_agreement))
+                min_top1_agreement=_min_agreement(args))
         print(f"DLA head: {report.summary()}")
     except EdgeResnetError:
         path.unlink()

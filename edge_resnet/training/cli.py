@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
                     "the recipe.")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     add_output_args(p, "CKPT", "checkpoint to write")
-    p.add_argument("--resolution", type=int, default=224, help="network input side (default 224)")
+    p.add_argument("--resolution", type=int, default=224, metavar="PX",
+                   help="network input side (default 224)")
     p.add_argument("--resize", type=int, default=None,
                    help="shorter side before the centre crop (default: plain resize)")
     p.add_argument("--epochs", type=int, default=8)
