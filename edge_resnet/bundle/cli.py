@@ -206,7 +206,8 @@ def _add_host(sub: Any) -> None:
                         "gives the cache key and precision), or KEY=PATH with a key naming "
                         "the precision")
     p.add_argument("--gallery", type=Path)
-    p.add_argument("--device", action="append", default=[], help="target device profile")
+    p.add_argument("--device", action="append", default=[], metavar="PROFILE",
+                   help="target device profile (repeat for several)")
     p.add_argument("--golden-images", type=Path, help="folder of images for the health check "
                    "(default: deterministic synthetic images)")
     p.add_argument("--golden-count", type=int, default=4)

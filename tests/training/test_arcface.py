@@ -145,3 +145,46 @@ def test_cuda_training_is_refused_without_a_gpu(glyph_dirs: Dict[str, Path], tmp
                  "--device", "cuda", "--loss", "arcface"])
     err = capsys.readouterr().err
     assert code == 2 and "no CUDA GPU" in err and "Traceback" not in err
+
+
+def _gemm_inputs(path: Path) -> Dict[str, bool]:
+    """Gemm node name -> whether its activation input comes from a DequantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    return {n.name: producer.get(n.input[0]) == "DequantizeLinear"
+            for n in graph.node if n.op_type == "Gemm"}
+
+
+def test_head_model_calibrates_to_int8_with_its_features(
+        glyph_dirs: Dict[str, Path], arcface_ckpt: Path, tmp_path: Path) -> None:
+    """An ArcFace model with its embedding head goes through INT8 calibration: the QDQ model
+    keeps the ``features`` output, the head's Gemm stays float with the classifier (both are
+    quantized with --quantize-fc), and its embeddings stay close to the FP32 ones."""
+    import onnx
+
+    from edge_resnet.backends import load_backend
+    from edge_resnet.images import ImageFolder
+    from edge_resnet.runtime.gallery import embed_images
+
+    fp32 = tmp_path / "arc.onnx"
+    assert main(["export", str(arcface_ckpt), "--out", str(fp32), "--features",
+                 "--no-check"]) == 0
+    stats = tmp_path / "arc.stats.npz"
+    for out, extra in ((tmp_path / "cal", []), (tmp_path / "calfc", ["--quantize-fc"])):
+        assert main(["calibrate", str(fp32), str(glyph_dirs["train"]), "--out", str(out),
+                     "--method", "minmax", "--num-images", "64", "--stats", str(stats),
+                     "--threads", "2", "--no-progress", *extra]) == 0
+    qdq = tmp_path / "cal" / "arc.int8.minmax.onnx"
+    qdq_fc = tmp_path / "calfc" / "arc.int8.minmax.onnx"
+    graph = onnx.load(str(qdq), load_external_data=False).graph
+    assert [o.name for o in graph.output] == ["logits", "features"]
+    assert _gemm_inputs(qdq) == {"/embedding/Gemm": False, "/fc/Gemm": False}
+    assert _gemm_inputs(qdq_fc) == {"/embedding/Gemm": True, "/fc/Gemm": True}
+    images = [img for _, img in ImageFolder(glyph_dirs["eval"], labeled=True).iter_images()]
+    ref = embed_images(load_backend("onnxruntime", str(fp32), threads=2), images, 32)
+    int8 = embed_images(load_backend("onnxruntime", str(qdq), threads=2), images, 32)
+    cosine = (ref * int8).sum(axis=1)
+    assert ref.shape == int8.shape == (len(images), 512)
+    assert float(np.median(cosine)) > 0.9, cosine
