@@ -5,7 +5,7 @@ softmax cross-entropy (today's classifier features) and one with ArcFace, then m
 59 glyph identities neither saw (Latin letters and digits): TAR at FAR 1 % and 0.1 % with 1 and
 5 enrolment photos per identity, rank-1, and the ROC table. Prints Markdown and writes JSON.
 
-    python benchmarks/faceid.py --work /tmp/faceid [--device cuda] [--epochs 30]
+    python benchmarks/faceid.py --work /tmp/faceid [--device cuda] [--epochs 20]
 
 ``--train-set wide`` (default) trains on 911 glyph identities (the face-recognition regime: many
 identities, a few dozen photos each), ``narrow`` on the 65 Cyrillic/Greek ones of earlier runs.
@@ -89,10 +89,10 @@ def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data and models")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--train-per-identity", type=int, default=100)
+    parser.add_argument("--train-per-identity", type=int, default=40)
     parser.add_argument("--eval-per-identity", type=int, default=24)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--losses", default="ce,arcface")
