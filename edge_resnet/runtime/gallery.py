@@ -26,7 +26,7 @@ from edge_resnet.backends.base import Backend
 from edge_resnet.core import DataError, InputError, ModelError, ModelSpec
 from edge_resnet.faceid import galleryfile as gf
 from edge_resnet.faceid.threshold import derive_threshold, unit_rows
-from edge_resnet.images import ImageFolder
+from edge_resnet.images import ImageFolder, ImageRecord, SkipCounter, decoded_chunks
 from edge_resnet.io_utils import atomic_path
 from edge_resnet.preprocessing import preprocess_batch
 from edge_resnet.runtime.postprocess import UNKNOWN
@@ -202,26 +202,47 @@ def group_by_identity(folder: "str | Path") -> "Dict[str, List[Path]]":
     return by_name
 
 
-def embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_size: int
-                      ) -> "Dict[str, np.ndarray]":
-    from edge_resnet.images import read_image
+def embed_identities(backend: Backend, by_name: Dict[str, List[Path]], batch_size: int,
+                     skips: Optional[SkipCounter] = None) -> "Dict[str, np.ndarray]":
+    """Features (unit rows, file order) of each identity's readable images.
 
+    Decoded by the SDK's one decode layer (:func:`edge_resnet.images.decoded_chunks`: the next
+    batch decoded ahead while this one runs, never all of an identity in memory), batched per
+    identity. Unreadable files are skipped, counted in ``skips`` and warned about once with the
+    count, so one bad photo does not stop an enrolment; an identity left with no readable image
+    is a :class:`DataError` naming it, since enrolling it without photos is impossible.
+    """
+    skips = SkipCounter() if skips is None else skips
+    before = dict(skips.skipped)
     feats: Dict[str, np.ndarray] = {}
-    skipped = 0
-    for name, paths in by_name.items():
-        imgs = []
-        for p in paths:
-            try:
-                imgs.append(read_image(p))
-            except DataError as exc:
-                skipped += 1
-                log.warning("skipping %s", exc)
-        if not imgs:
-            raise DataError(f"identity {name!r} has no readable image")
-        feats[name] = embed_images(backend, imgs, batch_size)
-    if skipped:
-        log.warning("skipped %d unreadable images while enrolling", skipped)
+    try:
+        for name, paths in by_name.items():
+            records = [ImageRecord(p, None) for p in paths]
+            chunks = [embed_images(backend, [image for _, image in chunk], batch_size)
+                      for chunk in decoded_chunks(records, batch_size, skips, prefetch=True)]
+            if not chunks:
+                raise DataError(f"identity {name!r} has no readable image ("
+                                f"{_skip_reasons(skips, paths) or 'no files'}); add photos "
+                                "that open, or remove its folder")
+            feats[name] = np.concatenate(chunks)
+    finally:
+        _warn_skipped(skips, before)
     return feats
+
+
+def _skip_reasons(skips: SkipCounter, paths: Sequence[Path], shown: int = 3) -> str:
+    """Why the first few of ``paths`` were skipped, for a message."""
+    reasons = [skips.skipped[str(p)] for p in paths if str(p) in skips.skipped]
+    return "; ".join(reasons[:shown]) + (f"; ... {len(reasons) - shown} more"
+                                         if len(reasons) > shown else "")
+
+
+def _warn_skipped(skips: SkipCounter, before: Dict[str, str]) -> None:
+    """One warning for the files this call skipped: the count and the first reasons."""
+    new = [path for path in skips.skipped if path not in before]
+    if new:
+        log.warning("skipped %d unreadable image(s) while embedding identities: %s", len(new),
+                    _skip_reasons(skips, [Path(p) for p in new]))
 
 
 def enroll(backend: Backend, folder: "str | Path", batch_size: int = 16,

@@ -7,6 +7,7 @@ the embedding; the honest open-set protocol is in tests/faceid.)
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List
@@ -16,8 +17,10 @@ import pytest
 
 from edge_resnet.backends import load_backend
 from edge_resnet.cli import main
-from edge_resnet.core import InputError, ModelError
-from edge_resnet.runtime.gallery import Gallery, embed_images, enroll
+from edge_resnet.core import DataError, InputError, ModelError
+from edge_resnet.images import SkipCounter, read_image
+from edge_resnet.runtime.gallery import (Gallery, embed_identities, embed_images, enroll,
+                                         group_by_identity)
 from edge_resnet.runtime.postprocess import UNKNOWN
 from fixtures import load_labeled_images
 
@@ -222,3 +225,65 @@ def test_enrolling_one_identity_is_refused_with_the_way_out(
     err = capsys.readouterr().err
     assert "at least two identities" in err and "--match-threshold" in err
     assert not (tmp_path / "g.npz").exists()
+
+
+def _small_enrolment(digits_dirs: Any, root: Path, damaged: bool) -> Path:
+    """Identities 0-2, five train photos each (symlinks); with ``damaged``, identity 1 also
+    holds a corrupt PNG and an empty JPEG sorted between its good photos."""
+    for digit in "012":
+        (root / digit).mkdir(parents=True)
+        for photo in sorted((Path(digits_dirs.train_dir) / digit).iterdir())[:5]:
+            os.symlink(photo, root / digit / photo.name)
+    if damaged:
+        good = sorted(p.name for p in (root / "1").iterdir())
+        (root / "1" / (good[1] + "-corrupt.png")).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+        (root / "1" / (good[3] + "-empty.jpg")).write_bytes(b"")
+    return root
+
+
+def test_enrolment_skips_unreadable_photos_and_counts_them(
+        digits_features_onnx: Path, digits_dirs: Any, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A corrupt photo among good ones is skipped, counted and warned about once; the
+    identities' features are those of the folder without it, and those of the photos read
+    one by one and embedded in the same batches (what enrolment did before the decode layer)."""
+    damaged = _small_enrolment(digits_dirs, tmp_path / "damaged", damaged=True)
+    clean = _small_enrolment(digits_dirs, tmp_path / "clean", damaged=False)
+    skips = SkipCounter()
+    with load_backend("onnxruntime", digits_features_onnx, threads=2) as backend:
+        with caplog.at_level(logging.WARNING, logger="edge_resnet.runtime.gallery"):
+            feats = embed_identities(backend, group_by_identity(damaged), 2, skips)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        clean_feats = embed_identities(backend, group_by_identity(clean), 2)
+        one_by_one = {name: embed_images(backend, [read_image(p) for p in paths], 2)
+                      for name, paths in group_by_identity(clean).items()}
+        gallery = enroll(backend, damaged, batch_size=2)
+        clean_gallery = enroll(backend, clean, batch_size=2)
+    assert sorted(Path(p).name.split("-")[-1] for p in skips.skipped) == ["corrupt.png",
+                                                                          "empty.jpg"]
+    assert all(Path(p).parent.name == "1" for p in skips.skipped)
+    assert len(warnings) == 1 and "skipped 2 unreadable image(s)" in warnings[0]
+    assert "-corrupt.png: not a readable image" in warnings[0]
+    assert "-empty.jpg: empty file" in warnings[0]
+    assert list(feats) == list(clean_feats) == ["0", "1", "2"]
+    for name in feats:
+        assert feats[name].shape == (5, 2048)
+        np.testing.assert_array_equal(feats[name], clean_feats[name])
+        np.testing.assert_array_equal(feats[name], one_by_one[name])
+    assert gallery.counts == clean_gallery.counts == [5, 5, 5]
+    np.testing.assert_array_equal(gallery.embeddings, clean_gallery.embeddings)
+    assert gallery.suggested_threshold == clean_gallery.suggested_threshold
+
+
+def test_identity_without_a_readable_photo_is_named(
+        digits_features_onnx: Path, digits_dirs: Any, tmp_path: Path) -> None:
+    root = _small_enrolment(digits_dirs, tmp_path / "ids", damaged=False)
+    for photo in (root / "2").iterdir():
+        photo.unlink()
+    (root / "2" / "only.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    skips = SkipCounter()
+    with load_backend("onnxruntime", digits_features_onnx, threads=2) as backend:
+        with pytest.raises(DataError, match=r"identity '2' has no readable image \(.*only\.png: "
+                                            r"not a readable image"):
+            embed_identities(backend, group_by_identity(root), 4, skips)
+    assert list(skips.skipped) == [str(root / "2" / "only.png")]
