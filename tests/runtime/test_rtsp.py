@@ -30,7 +30,9 @@ def camera() -> Iterator[RtspCamera]:
 def test_rtsp_stream_survives_an_outage(camera: RtspCamera, digits_onnx: Path,
                                         tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    config = PipelineConfig(backoff=Backoff(initial=5.0, maximum=10.0))
+    # a 20 s first backoff: a reopen within 10 s of the restart can only be the probe's
+    # (a margin that holds on a loaded 2-core machine, where decoding the first frames is slow)
+    config = PipelineConfig(backoff=Backoff(initial=20.0, maximum=30.0))
     pipeline = build_pipeline(digits_onnx, camera.url, [str(out)], threads=2, config=config)
     counts = pipeline.metrics.counts
     pipeline.start()
@@ -58,8 +60,8 @@ def test_rtsp_stream_survives_an_outage(camera: RtspCamera, digits_onnx: Path,
     up = next(e for e in lines if e["type"] == "source_up")
     down_for = restarted - stopped
     assert down_for - 0.5 <= up["outage_s"] <= down_for + 4.0, (up["outage_s"], down_for)
-    # with a 5 s first backoff, only the probe can reopen this early
-    assert first_after < 2.5, f"first result {first_after:.2f}s after the camera came back"
+    # with a 20 s first backoff, only the probe can reopen this early
+    assert first_after < 10.0, f"first result {first_after:.2f}s after the camera came back"
     c = snap["counts"]
     assert c["processed"] + c["dropped"] == c["captured"] and c["reconnects"] == 1
     assert [e["frame"] for e in lines if e["type"] == "result"] == \
