@@ -133,8 +133,8 @@ def main(argv: "List[str] | None" = None) -> int:
 
     fonts = sorted(args.fonts.glob("DejaVu*.ttf")) if args.fonts else None
     wide = args.train_set == "wide"
-    train_dir = args.work / (f"glyphs-{'wide-' if wide else ''}train-{args.train_per_identity}-"
-                             f"{args.size}")
+    prefix = "glyphs-wide-" if wide else "glyphs-"
+    train_dir = args.work / f"{prefix}train-{args.train_per_identity}-{args.size}"
     eval_dir = args.work / f"glyphs-eval-{args.eval_per_identity}-{args.size}"
     write_glyph_folder(train_dir, WIDE_TRAIN_GLYPHS if wide else TRAIN_GLYPHS,
                        args.train_per_identity, args.size, seed=1, fonts=fonts,
@@ -148,8 +148,7 @@ def main(argv: "List[str] | None" = None) -> int:
         options = LossOptions(loss, args.arcface_margin, args.arcface_scale,
                               args.arcface_warmup, args.embedding_dim, args.embedding_dropout)
         tag = "-".join(f"{k}{v}" for k, v in options.recipe().items() if k != "embedding")
-        ckpt = args.work / (f"glyphs-{'wide-' if wide else ''}{tag}-e{args.epochs}-"
-                            f"s{args.seed}.pt")
+        ckpt = args.work / f"{prefix}{tag}-e{args.epochs}-s{args.seed}.pt"
         started = time.perf_counter()
         if args.reuse and ckpt.is_file():
             val_acc, seconds = _trained(ckpt)

@@ -79,11 +79,10 @@ def agreement_percent(text: str) -> float:
     return value
 
 
-def add_agreement_args(p: Any, what: str, default: Optional[float] = None) -> None:
+def add_agreement_args(p: Any, what: str) -> None:
     """``--min-agreement PCT``: one unit (percent) wherever a command gates top-1 agreement."""
-    shown = "" if default is None else f" (default {default:g})"
-    p.add_argument("--min-agreement", type=agreement_percent, default=default, metavar="PCT",
-                   help=f"{what}, in percent{shown}")
+    p.add_argument("--min-agreement", type=agreement_percent, default=None, metavar="PCT",
+                   help=f"{what}, in percent")
 
 
 class _DeprecatedAlias(argparse.Action):

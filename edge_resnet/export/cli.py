@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
     check.add_argument("--rtol", type=float, default=None,
                        help="extra allowance per unit of max |logit| (default 1e-5)")
     add_agreement_args(check, "minimum top-1 agreement of ONNX Runtime with PyTorch "
-                              "(default: parity.DEFAULT_MIN_AGREEMENT, 99)")
+                              "(default 99)")
     check.add_argument("--no-check", action="store_true", help="skip the parity proof")
     add_report_args(parser, "FILE.json", "write the export result and parity numbers as JSON")
     parser.set_defaults(func=run_export)
